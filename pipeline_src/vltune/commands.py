@@ -1,0 +1,146 @@
+"""The subcommands behind ``vltune`` (see cli.py): each parses its params and calls one library
+function. Heavy imports happen inside each command so ``vltune --help`` stays fast."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+from .errors import UserError
+from .utils.io import config_hash, read_json, write_json
+
+log = logging.getLogger("vltune")
+
+
+def setup_runtime(threads: int | None) -> None:
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Denormal optimiser state made CPU steps 10–20× slower in the prototype (DESIGN.md).
+    torch.set_flush_denormal(True)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def parse_params(text: str, command: str) -> dict:
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--params for {command} is not valid JSON: {e}") from None
+    if not isinstance(params, dict):
+        raise UserError(f"--params for {command} must be a JSON object, got {type(params).__name__}")
+    return params
+
+
+def _train_config(params: dict, command: str, seed: int | None = None):
+    from .train.loop import TrainConfig
+
+    fields = dict(params.get("train", {}))
+    if seed is not None:
+        fields["seed"] = seed
+    try:
+        return TrainConfig(**fields)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{command}: bad train params {fields}: {e}") from None
+
+
+def make_world(args) -> None:
+    from .data.synthetic import WorldConfig, write_world
+
+    try:
+        cfg = WorldConfig.from_dict(parse_params(args.params, "make-world"))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    write_world(cfg, args.out)
+
+
+def train_tokenizer(args) -> None:
+    from .backbones.tokenizer import train_tokenizer as train, world_texts
+
+    p = parse_params(args.params, "train-tokenizer")
+    train(world_texts(args.data, "train"), int(p.get("vocab_size", 1000)), args.out)
+
+
+def pretrain_clip(args) -> None:
+    from .backbones.clip import pretrain_clip as run
+
+    p = parse_params(args.params, "pretrain-clip")
+    result = run(args.data, args.tokenizer, args.out, p["arch"], _train_config(p, "pretrain-clip"),
+                 p["batch_size"], resume_dir=args.resume_dir)
+    write_json(Path(args.out) / "train_log.json", result)
+
+
+def pretrain_bart(args) -> None:
+    from .backbones.bart import pretrain_bart as run
+
+    p = parse_params(args.params, "pretrain-bart")
+    result = run(args.data, args.tokenizer, args.out, p["arch"], _train_config(p, "pretrain-bart"),
+                 p["batch_size"], resume_dir=args.resume_dir)
+    write_json(Path(args.out) / "train_log.json", result)
+
+
+def extract_features(args) -> None:
+    from .features.extract import extract_features as run
+
+    p = parse_params(args.params, "extract-features")
+    run(args.data, args.backbone, args.out, batch_size=p.get("batch_size", 256), shard_size=p.get("shard_size", 4096))
+
+
+def finetune_vlbart(args) -> None:
+    from .train.multitask import METHODS, finetune_vlbart as run
+
+    if args.method not in METHODS:
+        raise UserError(f"--method {args.method!r} is not one of {', '.join(METHODS)}")
+    p = parse_params(args.params, "finetune-vlbart")
+    run(args.data, args.features, args.backbone, args.out, args.method, _train_config(p, "finetune-vlbart", args.seed),
+        p["batch_size"], p["task_weights"], resume_dir=args.resume_dir)
+
+
+def evaluate_vlbart(args) -> None:
+    from .evaluate.encdec import evaluate_vlbart as run
+    from .train.multitask import load_vlbart
+
+    p = parse_params(args.params, "evaluate-vlbart")
+    model, tok, meta = load_vlbart(args.checkpoint)
+    preds: dict | None = {} if args.predictions else None
+    tasks = p.pop("tasks", ["vqa", "gqa", "nlvr2", "caption"])
+    metrics = run(model, tok, args.data, args.features, tasks, save_predictions=preds, **p)
+    train_log = read_json(Path(args.checkpoint) / "train_log.json")
+    world = read_json(Path(args.data) / "world.json")
+    record = {
+        "experiment": args.experiment, "method": meta["method"], "seed": meta["seed"],
+        "trainable_params": meta["trainable_params"], "total_params": meta["total_params"],
+        "trainable_pct": meta["trainable_pct"], **metrics,
+        "train_wall_s": train_log["wall_s"], "train_final_loss": train_log["final_loss"],
+        "config_hash": config_hash({"world": world, "train": meta, "eval": p, "tasks": tasks}),
+        "device": _device(), "python": platform.python_version(),
+    }
+    write_json(args.out, record)
+    if preds is not None:
+        write_json(args.predictions, preds)
+
+
+def baselines(args) -> None:
+    from .evaluate.baselines import compute_baselines
+
+    t0 = time.perf_counter()
+    rows = compute_baselines(args.data)
+    write_json(args.out, {"experiment": "baselines", "rows": rows, "wall_s": time.perf_counter() - t0})
+
+
+def report(args) -> None:
+    from .report.summary import write_report
+
+    write_report([Path(m) for m in args.metrics], Path(args.out_dir))
+
+
+def _device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"

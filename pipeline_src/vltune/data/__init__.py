@@ -1,0 +1,5 @@
+"""Datasets as canonical Arrow tables: the synthetic shapes world, downloaders and converters.
+
+`tables` defines the five table kinds (images, captions, vqa, gqa, nlvr2) and reads/writes them;
+`synthetic` generates the embedded default's deterministic "shapes" world in those tables.
+"""

@@ -1,0 +1,1 @@
+"""CLIP feature extraction and the sharded, checksummed feature store."""

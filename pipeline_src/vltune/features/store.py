@@ -1,0 +1,144 @@
+"""The feature store: sharded safetensors files + a JSON manifest, keyed by image_id.
+
+Layout of ``<store>/``::
+
+    manifest.json          encoder, preprocessing, count, keys/shapes, and per shard:
+                           {"file", "sha256", "count", "image_ids"}
+    shard-00000.safetensors  one tensor per feature key, first axis = the shard's images, fp16
+
+Not one file per image (VL-Adapter's 621k loose .h5 files), and every shard is checksummed, so
+a truncated or corrupted shard is found before it is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import UserError
+from ..utils.io import atomic_path, read_json, sha256_file, write_json
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class FeatureStoreError(UserError):
+    """A missing, incomplete or corrupted feature store."""
+
+
+@dataclass
+class FeatureWriter:
+    """Accumulates features and writes a shard every ``shard_size`` images; ``close`` writes the manifest."""
+
+    root: Path
+    encoder: str
+    preprocessing: dict
+    shard_size: int = 4096
+    dtype: torch.dtype = torch.float16
+    _pending: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    _pending_ids: list[str] = field(default_factory=list)
+    _shards: list[dict] = field(default_factory=list)
+    _shapes: dict[str, list[int]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.root = Path(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def add(self, image_ids: list[str], features: dict[str, torch.Tensor]) -> None:
+        for key, value in features.items():
+            if value.shape[0] != len(image_ids):
+                raise ValueError(f"feature {key!r} has {value.shape[0]} rows for {len(image_ids)} image ids")
+            self._shapes.setdefault(key, list(value.shape[1:]))
+            self._pending.setdefault(key, []).append(value.detach().to("cpu", self.dtype))
+        self._pending_ids.extend(image_ids)
+        while len(self._pending_ids) >= self.shard_size:
+            self._flush(self.shard_size)
+
+    def _flush(self, n: int) -> None:
+        stacked = {k: torch.cat(v) for k, v in self._pending.items()}
+        ids, self._pending_ids = self._pending_ids[:n], self._pending_ids[n:]
+        self._pending = {k: [v[n:]] for k, v in stacked.items()}
+        name = f"shard-{len(self._shards):05d}.safetensors"
+        with atomic_path(self.root / name) as tmp:
+            save_file({k: v[:n].contiguous() for k, v in stacked.items()}, str(tmp))
+        self._shards.append({"file": name, "sha256": sha256_file(self.root / name), "count": len(ids), "image_ids": ids})
+
+    def close(self) -> Path:
+        if self._pending_ids:
+            self._flush(len(self._pending_ids))
+        ids = [i for s in self._shards for i in s["image_ids"]]
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate image ids written to the feature store")
+        manifest = {
+            "format_version": FORMAT_VERSION, "encoder": self.encoder, "preprocessing": self.preprocessing,
+            "count": len(ids), "dtype": str(self.dtype).replace("torch.", ""), "keys": self._shapes,
+            "shards": self._shards,
+        }
+        write_json(self.root / MANIFEST, manifest)
+        return self.root / MANIFEST
+
+
+class FeatureStore:
+    """Read features by image_id. Shards are verified against the manifest's sha256 on first use."""
+
+    def __init__(self, root: str | Path, verify: bool = True):
+        self.root = Path(root)
+        manifest_path = self.root / MANIFEST
+        if not manifest_path.exists():
+            raise FeatureStoreError(f"{manifest_path}: no feature-store manifest (run the extract_features rule)")
+        self.manifest = read_json(manifest_path)
+        for k in ("encoder", "count", "keys", "shards"):
+            if k not in self.manifest:
+                raise FeatureStoreError(f"{manifest_path}: manifest has no {k!r} entry")
+        self.verify = verify
+        self._index = {iid: (s, j) for s, shard in enumerate(self.manifest["shards"])
+                       for j, iid in enumerate(shard["image_ids"])}
+        self._loaded: dict[int, dict[str, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self._index
+
+    @property
+    def keys(self) -> dict[str, list[int]]:
+        return self.manifest["keys"]
+
+    def _shard(self, s: int) -> dict[str, torch.Tensor]:
+        if s not in self._loaded:
+            info = self.manifest["shards"][s]
+            path = self.root / info["file"]
+            if not path.exists():
+                raise FeatureStoreError(f"{path}: shard listed in the manifest is missing")
+            if self.verify:
+                digest = sha256_file(path)
+                if digest != info["sha256"]:
+                    raise FeatureStoreError(
+                        f"{path}: checksum mismatch (manifest {info['sha256']}, file {digest}); "
+                        "the shard is corrupted: delete the store and re-run extract_features"
+                    )
+            self._loaded[s] = load_file(str(path))
+        return self._loaded[s]
+
+    def get(self, image_ids: Iterable[str], key: str) -> torch.Tensor:
+        """Stack feature ``key`` for ``image_ids`` (in order) → (N, *shape)."""
+        if key not in self.keys:
+            raise KeyError(f"feature {key!r} not in store {self.root} (has {sorted(self.keys)})")
+        rows = []
+        for iid in image_ids:
+            try:
+                s, j = self._index[iid]
+            except KeyError:
+                raise KeyError(f"image_id {iid!r} not in feature store {self.root}") from None
+            rows.append(self._shard(s)[key][j])
+        return torch.stack(rows)
+
+    def all(self, key: str) -> tuple[list[str], torch.Tensor]:
+        """Every image id and feature ``key`` in store order (for small stores held in memory)."""
+        ids = [i for shard in self.manifest["shards"] for i in shard["image_ids"]]
+        return ids, torch.cat([self._shard(s)[key] for s in range(len(self.manifest["shards"]))])

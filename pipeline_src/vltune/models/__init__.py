@@ -1,0 +1,1 @@
+"""Model wrappers around transformers backbones (VL-BART; later VLMo and eP-ALM)."""

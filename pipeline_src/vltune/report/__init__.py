@@ -1,0 +1,1 @@
+"""Report tables (pandas) and plots (matplotlib) for the Snakemake report."""

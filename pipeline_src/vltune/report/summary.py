@@ -1,0 +1,109 @@
+"""The report's tables and plots: ``summary.csv`` (one row per run and per baseline), a Markdown
+table shaped like the papers' (mean ± std over seeds) and a per-task score plot.
+
+Scores are percent, as the papers print them (accuracy 0.6617 → 66.17, CIDEr 1.2203 → 122.03).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..utils.io import atomic_path, read_json, write_bytes_atomic
+
+ID_COLUMNS = ["experiment", "method", "seed", "trainable_params", "total_params", "trainable_pct"]
+TASK_PREFIXES = ("vqa_", "gqa_", "nlvr2_", "caption_", "retrieval_")
+# Metrics shown first, in the papers' order; the Avg column follows VL-PET (CIDEr counted as is).
+HEADLINE = ["vqa_accuracy", "gqa_accuracy", "nlvr2_accuracy", "caption_cider"]
+PRETTY = {"vqa_accuracy": "VQA", "gqa_accuracy": "GQA", "nlvr2_accuracy": "NLVR2", "caption_cider": "CIDEr"}
+
+
+def _is_metric(key: str, value) -> bool:
+    return key.startswith(TASK_PREFIXES) and isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def load_rows(paths: list[Path]) -> list[dict]:
+    rows = []
+    for path in paths:
+        record = read_json(path)
+        entries = record["rows"] if "rows" in record else [record]
+        for entry in entries:
+            row = {c: entry.get(c) for c in ID_COLUMNS}
+            row["experiment"] = entry.get("experiment", record.get("experiment"))
+            if not row["experiment"] or not row["method"]:
+                raise ValueError(f"{path}: metrics record has no 'experiment'/'method' field")
+            row.update({k: v for k, v in entry.items() if _is_metric(k, v)})
+            rows.append(row)
+    return rows
+
+
+def summary_frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    metric_cols = [c for c in HEADLINE if c in df] + sorted(c for c in df if c not in ID_COLUMNS and c not in HEADLINE)
+    df = df.reindex(columns=ID_COLUMNS + metric_cols)
+    df["seed"] = df["seed"].astype("Int64")
+    for c in ("trainable_params", "total_params"):
+        df[c] = df[c].astype("Int64")
+    return df.sort_values(["experiment", "method", "seed"], kind="stable", na_position="first").reset_index(drop=True)
+
+
+def _mean_std(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "–"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.2f}"
+    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
+
+
+def markdown_tables(df: pd.DataFrame) -> str:
+    parts = []
+    for experiment, group in df.groupby("experiment", sort=True):
+        cols = [c for c in HEADLINE if c in group and group[c].notna().any()]
+        lines = [f"### {experiment}", ""]
+        header = ["method", "seeds", "Params %"] + [PRETTY[c] for c in cols] + (["Avg"] if len(cols) > 1 else [])
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for method, g in group.groupby("method", sort=True):
+            pct = g["trainable_pct"].dropna()
+            cells = [str(method), str(g["seed"].notna().sum() or "–"), f"{pct.iloc[0]:.2f}" if len(pct) else "–"]
+            cells += [_mean_std(g[c]) for c in cols]
+            if len(cols) > 1:
+                avg = g[cols].mean(axis=1)
+                cells.append(_mean_std(avg) if avg.notna().all() else "–")
+            lines.append("| " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def score_plot(df: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in HEADLINE if c in df and df[c].notna().any()]
+    fig, axes = plt.subplots(1, max(1, len(cols)), figsize=(3.2 * max(1, len(cols)), 3.4), squeeze=False)
+    for ax, col in zip(axes[0], cols):
+        g = df.dropna(subset=[col]).groupby(["experiment", "method"])[col]
+        mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
+        labels = [f"{m}\n({e})" if e == "baselines" else m for e, m in mean.index]
+        colors = ["#bbbbbb" if e == "baselines" else "#3b75af" for e, _ in mean.index]
+        ax.bar(range(len(mean)), mean.values, yerr=std.values, color=colors, capsize=3)
+        ax.set_xticks(range(len(mean)), labels, rotation=45, ha="right", fontsize=7)
+        ax.set_title(PRETTY[col])
+        ax.set_ylabel("score (%)" if col != "caption_cider" else "CIDEr ×100")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=120)
+    plt.close(fig)
+
+
+def write_report(metrics_paths: list[Path], out_dir: Path) -> pd.DataFrame:
+    df = summary_frame(load_rows(metrics_paths))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out_dir / "summary.csv", df.to_csv(index=False, float_format="%.4f").encode())
+    write_bytes_atomic(out_dir / "summary.md", markdown_tables(df).encode())
+    score_plot(df, out_dir / "scores.png")
+    return df
+

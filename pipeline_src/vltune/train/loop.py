@@ -1,0 +1,162 @@
+"""The one training loop (accelerate): pretraining of the tiny backbones and every fine-tuning run.
+
+Read top to bottom: setup → resume → loop (lr schedule → micro-step → clip → step → log →
+checkpoint) → return. Budgeted in optimisation steps, never in wall time, so results do not
+depend on the machine's speed.
+
+Determinism and exact resume: the batch of step ``t`` is a pure function of ``(seed, t)``
+(``batch_fn`` builds it from its own generator) and the torch RNG is re-seeded from
+``(seed, t)`` before every step (dropout), so a run resumed from a checkpoint at step ``k``
+continues exactly as the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import UserError
+from .checkpoint import clear_checkpoints, load_latest, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    # budget
+    steps: int = 1000  # optimisation steps
+    # optimiser (AdamW, linear warm-up then linear decay to 0, as in VL-Adapter/VL-PET)
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1  # fraction of `steps`
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-6
+    grad_clip: float = 5.0  # global norm; 0 disables
+    # reproducibility / bookkeeping
+    seed: int = 0
+    checkpoint_every: int = 0  # steps between resume checkpoints; 0 = none
+    log_every: int = 50  # steps between loss log lines
+    mixed_precision: str = "auto"  # "auto" = bf16 on CUDA, fp32 on CPU; or "no" / "bf16"
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.mixed_precision not in ("auto", "no", "bf16"):
+            raise ValueError(f"mixed_precision must be auto|no|bf16, got {self.mixed_precision!r}")
+        self.betas = tuple(self.betas)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """A distinct, reproducible seed per (run seed, step)."""
+    return (seed * 1_000_003 + step * 7919 + 17) % (2**63 - 1)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        # Biases and 1-D norm weights are not decayed (standard AdamW practice).
+        (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+
+
+def make_scheduler(optimizer, cfg: TrainConfig):
+    warmup = max(1, int(round(cfg.warmup_ratio * cfg.steps)))
+
+    def lr_lambda(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (cfg.steps - step) / max(1, cfg.steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+
+
+def make_accelerator(mixed_precision: str = "auto"):
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if cuda else "no"
+    return Accelerator(cpu=not cuda, mixed_precision=mixed_precision)
+
+
+def train(
+    model: torch.nn.Module,
+    batch_fn: Callable[[int], dict],
+    loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor],
+    cfg: TrainConfig,
+    resume_dir: str | Path | None = None,
+    desc: str = "train",
+) -> dict:
+    """Train ``model`` for ``cfg.steps`` steps; return ``{"history": [...], "wall_s": ..., ...}``.
+
+    ``batch_fn(step)`` returns a dict of CPU tensors (and any metadata) for that step;
+    ``loss_fn(model, batch)`` returns the scalar loss. Only parameters with ``requires_grad``
+    are optimised and checkpointed.
+    """
+    from tqdm.auto import tqdm
+
+    accelerator = make_accelerator(cfg.mixed_precision)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    run_config = json.loads(json.dumps(asdict(cfg)))
+    start, extra = (0, {}) if resume_dir is None else load_latest(resume_dir, model, optimizer, scheduler)
+    if start and extra.get("config") != run_config:
+        # A checkpoint of a run with other settings (e.g. more steps) must not be continued.
+        raise UserError(
+            f"{desc}: resume checkpoint in {resume_dir} was written with other training settings "
+            f"({extra.get('config')} vs {run_config}); delete {resume_dir} to start over"
+        )
+    history: list[dict] = extra.get("history", [])
+    if start:
+        log.info("%s: resuming from step %d (%s)", desc, start, resume_dir)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model.train()
+    t0, running, n_running = time.perf_counter(), 0.0, 0
+    bar = tqdm(total=cfg.steps, initial=start, desc=desc, mininterval=5, disable=None)
+    for step in range(start, cfg.steps):
+        torch.manual_seed(step_seed(cfg.seed, step))
+        batch = _to_device(batch_fn(step), accelerator.device)
+        with accelerator.autocast():
+            loss = loss_fn(model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step}")
+        accelerator.backward(loss)
+        if cfg.grad_clip > 0:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        running, n_running = running + loss.item(), n_running + 1
+        bar.update(1)
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            entry = {"step": step + 1, "loss": running / n_running, "lr": scheduler.get_last_lr()[0]}
+            history.append(entry)
+            bar.set_postfix(loss=f"{entry['loss']:.4f}")
+            log.info("%s step %d loss %.4f lr %.2e", desc, entry["step"], entry["loss"], entry["lr"])
+            running, n_running = 0.0, 0
+        if resume_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            save_checkpoint(resume_dir, step + 1, accelerator.unwrap_model(model), optimizer, scheduler,
+                            {"history": history, "config": run_config})
+    bar.close()
+    if resume_dir is not None:
+        clear_checkpoints(resume_dir)  # finished: resume state is not a result
+    model = accelerator.unwrap_model(model)
+    model.eval()
+    final_loss = history[-1]["loss"] if history else math.nan
+    return {"history": history, "wall_s": time.perf_counter() - t0, "resumed_from": start, "final_loss": final_loss}
+
+
+def _to_device(batch: dict, device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}

@@ -1,0 +1,133 @@
+"""Task data for the encoder-decoder VL models: examples from the canonical tables + feature store,
+and single-task batches (seeds-spec §1(d) "Multi-task data loading").
+
+Each task is text generation: a task prompt before the question/statement (``vqa:``, ``gqa:``,
+``nlvr:``, ``caption:``; the reference code's ``gpa:`` typo for GQA is not kept), visual tokens =
+the image's CLIP grid tokens + its [CLS] (two images side by side for NLVR2, told apart by the
+image-order embedding). VQA targets are sampled ∝ their soft score and the loss is weighted by it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+
+from ..data.tables import read_table, table_path
+from ..evaluate.vqa import soft_scores
+from ..features.store import FeatureStore
+
+TASKS = ("vqa", "gqa", "nlvr2", "caption")
+PROMPTS = {"vqa": "vqa:", "gqa": "gqa:", "nlvr2": "nlvr:", "caption": "caption:"}
+
+
+@dataclass
+class TaskExamples:
+    """Tokenised examples of one task and split. ``targets[i]`` lists (token ids, weight) choices."""
+
+    task: str
+    input_ids: list[list[int]]
+    images: list[tuple[str, ...]]
+    targets: list[list[tuple[list[int], float]]]
+    refs: list = field(default_factory=list)  # what the metric needs: 10 answers, gold, label, captions
+    ids: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+class VisualBank:
+    """All images' visual tokens in memory: ``[grid ; cls]`` per image, float32."""
+
+    def __init__(self, store: FeatureStore, keys: tuple[str, ...] = ("grid", "cls")):
+        parts, ids = [], None
+        for key in keys:
+            key_ids, feats = store.all(key)
+            ids = ids or key_ids
+            parts.append(feats.float() if feats.ndim == 3 else feats.float().unsqueeze(1))
+        self.tokens = torch.cat(parts, dim=1)
+        self.index = {iid: i for i, iid in enumerate(ids)}
+        self.tokens_per_image, self.dim = self.tokens.shape[1], self.tokens.shape[2]
+
+    def gather(self, images: list[tuple[str, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
+        n_img = len(images[0])
+        rows = torch.tensor([[self.index[i] for i in group] for group in images])
+        feats = self.tokens[rows].flatten(1, 2)  # (B, n_img * T, D)
+        order = torch.arange(n_img).repeat_interleave(self.tokens_per_image).expand(len(images), -1)
+        return feats, order
+
+
+def load_task(data_dir: str | Path, task: str, split: str, tokenizer, max_input_len: int = 32,
+              max_target_len: int = 32) -> TaskExamples:
+    kind = "captions" if task == "caption" else task
+    t = read_table(table_path(data_dir, kind), kind)
+    t = t.filter(pc.equal(t["split"], split)).to_pydict()
+
+    def tok(texts: list[str], max_len: int) -> list[list[int]]:
+        return tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
+
+    p = PROMPTS[task]
+    if task == "vqa":
+        inputs = tok([f"{p} {q}" for q in t["question"]], max_input_len)
+        targets = []
+        for answers in t["answers"]:
+            scored = sorted((s, a) for a, s in soft_scores(answers).items() if s > 0)
+            ids = tok([a for _, a in scored], max_target_len)
+            targets.append([(i, s) for i, (s, _) in zip(ids, scored)])
+        return TaskExamples(task, inputs, [(i,) for i in t["image_id"]], targets, t["answers"], t["question_id"])
+    if task == "gqa":
+        inputs = tok([f"{p} {q}" for q in t["question"]], max_input_len)
+        targets = [[(i, 1.0)] for i in tok(t["answer"], max_target_len)]
+        return TaskExamples(task, inputs, [(i,) for i in t["image_id"]], targets, t["answer"], t["question_id"])
+    if task == "nlvr2":
+        inputs = tok([f"{p} {s}" for s in t["statement"]], max_input_len)
+        true_ids, false_ids = tok(["true", "false"], max_target_len)
+        targets = [[(true_ids if y else false_ids, 1.0)] for y in t["label"]]
+        images = list(zip(t["left_image_id"], t["right_image_id"]))
+        return TaskExamples(task, inputs, images, targets, t["label"], t["pair_id"])
+    if task == "caption":
+        prompt_ids = tok([p], max_input_len)[0]
+        targets = [[(i, 1.0) for i in tok(caps, max_target_len)] for caps in t["captions"]]
+        return TaskExamples(task, [prompt_ids] * len(targets), [(i,) for i in t["image_id"]], targets,
+                            t["captions"], t["image_id"])
+    raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+
+
+def pad(seqs: list[list[int]], value: int) -> torch.Tensor:
+    out = torch.full((len(seqs), max(map(len, seqs))), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
+def make_batch(ex: TaskExamples, idx, bank: VisualBank, pad_id: int, rng: np.random.Generator | None) -> dict:
+    """Batch of examples ``idx``. With ``rng``, one target is sampled per example (∝ weight for
+    VQA, uniformly among the references for captions) and ``weights`` carries its soft score."""
+    idx = list(idx)
+    feats, order = bank.gather([ex.images[i] for i in idx])
+    inputs = [ex.input_ids[i] for i in idx]
+    input_ids = pad(inputs, pad_id)
+    batch = {"input_ids": input_ids, "attention_mask": (input_ids != pad_id).long(),
+             "vis_feats": feats, "vis_order": order}
+    if rng is not None:
+        labels, weights = [], []
+        for i in idx:
+            choices = ex.targets[i]
+            w = np.array([c[1] for c in choices], dtype=float)
+            k = rng.choice(len(choices), p=w / w.sum()) if ex.task == "vqa" else rng.integers(len(choices))
+            labels.append(choices[k][0])
+            weights.append(choices[k][1] if ex.task == "vqa" else 1.0)
+        batch["labels"] = pad(labels, -100)
+        batch["weights"] = torch.tensor(weights, dtype=torch.float32)
+    return batch
+
+
+def task_schedule(task_weights: dict[str, int], seed: int, step: int) -> str:
+    """Round-robin over tasks: a round holds each task ``weight`` times, shuffled per round."""
+    rnd = [t for t in sorted(task_weights) for _ in range(task_weights[t])]
+    r, pos = divmod(step, len(rnd))
+    order = np.random.default_rng([seed, r, 99]).permutation(len(rnd))
+    return rnd[order[pos]]

@@ -1,0 +1,1 @@
+"""Small helpers shared by all stages (file I/O, seeding, devices)."""

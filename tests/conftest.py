@@ -1,0 +1,33 @@
+"""Shared fixtures: a tiny shapes world and a tokenizer trained on it (built once per session)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+TINY_WORLD = dict(seed=3, n_images={"train": 48, "val": 8, "test": 16}, nlvr2_pairs={"train": 32, "val": 8, "test": 16})
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    from vltune.data.synthetic import WorldConfig, write_world
+
+    out = tmp_path_factory.mktemp("world")
+    write_world(WorldConfig.from_dict(TINY_WORLD), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tiny_world, tmp_path_factory):
+    from vltune.backbones.tokenizer import train_tokenizer, world_texts
+
+    out = tmp_path_factory.mktemp("tokenizer")
+    train_tokenizer(world_texts(tiny_world, "train"), 400, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dir):
+    from vltune.backbones.tokenizer import load_tokenizer
+
+    return load_tokenizer(tokenizer_dir)

@@ -1,0 +1,117 @@
+"""Canonical Arrow tables: schemas, deterministic atomic writes, validating reads."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from vltune.data.tables import SCHEMAS, TABLE_KINDS, read_table, table_path, write_table
+
+ROWS = {
+    "images": {"image_id": ["a", "b"], "split": ["train", "val"], "image": [b"\x89PNG", b"x"],
+               "scene": ["[]", "[]"]},
+    "captions": {"image_id": ["a"], "split": ["train"], "captions": [[f"c{i}" for i in range(5)]]},
+    "vqa": {"question_id": ["q"], "image_id": ["a"], "split": ["train"], "question": ["how many?"],
+            "question_type": ["count"], "answer_type": ["number"], "answers": [["2"] * 10]},
+    "gqa": {"question_id": ["g"], "image_id": ["a"], "split": ["test"], "question": ["what?"],
+            "question_type": ["relate_color"], "answer": ["red"]},
+    "nlvr2": {"pair_id": ["p"], "left_image_id": ["a"], "right_image_id": ["b"], "split": ["val"],
+              "statement": ["s"], "label": [True]},
+}
+
+
+def _table(kind: str) -> pa.Table:
+    return pa.table(ROWS[kind], schema=SCHEMAS[kind])
+
+
+def _write_raw(table: pa.Table, path) -> None:
+    """Write an Arrow IPC file without write_table's checks (to make bad files)."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def test_kinds_and_paths(tmp_path):
+    assert TABLE_KINDS == ("images", "captions", "vqa", "gqa", "nlvr2")
+    assert table_path(tmp_path, "vqa") == tmp_path / "vqa.arrow"
+    with pytest.raises(ValueError, match="unknown table kind 'coco'"):
+        table_path(tmp_path, "coco")
+    assert SCHEMAS["vqa"].names == ["question_id", "image_id", "split", "question", "question_type",
+                                    "answer_type", "answers"]
+    assert SCHEMAS["vqa"].field("answers").type == pa.list_(pa.string())
+    assert SCHEMAS["nlvr2"].field("label").type == pa.bool_()
+
+
+@pytest.mark.parametrize("kind", TABLE_KINDS)
+def test_roundtrip_and_byte_identical(tmp_path, kind):
+    table = _table(kind)
+    a = write_table(table, table_path(tmp_path / "a", kind))
+    # Same values built differently (two chunks, reordered columns, schema metadata) → same bytes.
+    other = pa.concat_tables([table.slice(0, 1), table.slice(1)])
+    other = other.select(list(reversed(table.column_names))).replace_schema_metadata({"x": "y"})
+    b = write_table(other, tmp_path / "b" / f"{kind}.arrow")
+    assert a.read_bytes() == b.read_bytes()
+    back = read_table(a, kind)
+    assert back.equals(table)
+    assert back.schema.metadata is None
+    assert [p.name for p in a.parent.iterdir()] == [f"{kind}.arrow"]  # no temporary left behind
+
+
+def test_kind_inferred_from_columns_and_explicit(tmp_path):
+    path = write_table(_table("gqa"), tmp_path / "anything.arrow")
+    assert read_table(path, "gqa").num_rows == 1
+    with pytest.raises(ValueError, match="cannot tell the table kind"):
+        write_table(pa.table({"x": [1]}), tmp_path / "x.arrow")
+
+
+def test_write_rejects_wrong_schema_and_writes_nothing(tmp_path):
+    bad = _table("vqa").set_column(6, "answers", pa.array(["2"]))
+    path = tmp_path / "vqa.arrow"
+    expected = r"vqa\.arrow.*'answers'.*expected type list<item: string>, found string"
+    with pytest.raises(ValueError, match=expected):
+        write_table(bad, path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_wrong_type_names_file_and_column(tmp_path):
+    path = tmp_path / "gqa.arrow"
+    _write_raw(_table("gqa").set_column(5, "answer", pa.array([3], pa.int64())), path)
+    assert read_table(path).column("answer").to_pylist() == [3]  # no kind: no check
+    with pytest.raises(ValueError) as e:
+        read_table(path, "gqa")
+    msg = str(e.value)
+    assert str(path) in msg and "'answer'" in msg
+    assert "expected type string" in msg and "found int64" in msg
+
+
+@pytest.mark.parametrize(
+    "change, pattern",
+    [
+        (lambda t: t.drop_columns(["split"]), "missing column 'split'"),
+        (lambda t: t.append_column("extra", pa.array([1])), "unexpected column 'extra'"),
+        (lambda t: t.set_column(0, "question_id", pa.array([None], pa.string())),
+         "'question_id'.*nulls"),
+    ],
+)
+def test_read_schema_errors(tmp_path, change, pattern):
+    path = tmp_path / "t.arrow"
+    _write_raw(change(_table("gqa")), path)
+    with pytest.raises(ValueError, match=pattern) as e:
+        read_table(path, "gqa")
+    assert str(path) in str(e.value)
+
+
+def test_read_reorders_columns_to_canonical(tmp_path):
+    table = _table("nlvr2")
+    path = tmp_path / "n.arrow"
+    _write_raw(table.select(["label", *table.column_names[:-1]]), path)
+    assert read_table(path, "nlvr2").column_names == SCHEMAS["nlvr2"].names
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    missing = tmp_path / "nope" / "vqa.arrow"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        read_table(missing, "vqa")
+    junk = tmp_path / "junk.arrow"
+    junk.write_bytes(b"not arrow at all")
+    with pytest.raises(ValueError, match=f"{junk}: not a readable Arrow IPC file"):
+        read_table(junk)

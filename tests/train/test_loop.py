@@ -1,0 +1,94 @@
+"""The training loop: deterministic per seed, and a run interrupted after a checkpoint resumes to
+exactly the weights of an uninterrupted run (resume state lives outside the outputs)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vltune.errors import UserError
+from vltune.train.loop import TrainConfig, train
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Linear(6, 16)
+        self.drop = torch.nn.Dropout(0.3)  # exercises the per-step RNG re-seeding
+        self.b = torch.nn.Linear(16, 1)
+
+    def forward(self, x):
+        return self.b(self.drop(torch.relu(self.a(x))))
+
+
+def batch_fn(step):
+    g = torch.Generator().manual_seed(step)
+    x = torch.randn(8, 6, generator=g)
+    return {"x": x, "y": x.sum(1, keepdim=True)}
+
+
+def loss_fn(m, b):
+    return torch.nn.functional.mse_loss(m(b["x"]), b["y"])
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _cfg(**kw):
+    return TrainConfig(steps=12, lr=1e-2, seed=5, checkpoint_every=4, log_every=2, **kw)
+
+
+def test_same_seed_same_weights_and_loss_decreases():
+    m1, m2 = Net(), Net()
+    cfg = TrainConfig(steps=80, lr=2e-2, seed=5, log_every=20)
+    r1 = train(m1, batch_fn, loss_fn, cfg)
+    train(m2, batch_fn, loss_fn, cfg)
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(p1, p2)
+    assert r1["history"][-1]["loss"] < 0.5 * r1["history"][0]["loss"]
+
+
+def test_killed_run_resumes_to_identical_weights(tmp_path):
+    reference = Net()
+    train(reference, batch_fn, loss_fn, _cfg())
+
+    def dying_batch_fn(step):
+        if step == 10:  # after the checkpoint at step 8
+            raise Interrupt
+        return batch_fn(step)
+
+    resume = tmp_path / "resume"
+    with pytest.raises(Interrupt):
+        train(Net(), dying_batch_fn, loss_fn, _cfg(), resume_dir=resume)
+    assert (resume / "latest").read_text() == "step-00000008"
+
+    resumed = Net()
+    result = train(resumed, batch_fn, loss_fn, _cfg(), resume_dir=resume)
+    assert result["resumed_from"] == 8
+    for p_ref, p_res in zip(reference.parameters(), resumed.parameters()):
+        assert torch.equal(p_ref, p_res)
+    assert [h["step"] for h in result["history"]] == [2, 4, 6, 8, 10, 12]
+    assert not resume.exists(), "a finished run must remove its resume checkpoints"
+
+
+def test_checkpoint_of_other_settings_is_refused(tmp_path):
+    resume = tmp_path / "resume"
+
+    def dying(step):
+        if step == 5:
+            raise Interrupt
+        return batch_fn(step)
+
+    with pytest.raises(Interrupt):
+        train(Net(), dying, loss_fn, _cfg(), resume_dir=resume)
+    with pytest.raises(UserError, match="other training settings"):
+        train(Net(), batch_fn, loss_fn, TrainConfig(steps=20, lr=1e-2, seed=5, checkpoint_every=4), resume_dir=resume)
+
+
+def test_bad_train_config_names_the_field():
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainConfig(steps=1, mixed_precision="fp8")

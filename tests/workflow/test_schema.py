@@ -1,0 +1,73 @@
+"""Config validation: the schema accepts the shipped configs, fills defaults, and rejects unknown
+keys and wrong types with a message naming the key path and what was expected."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = str(ROOT / "workflow/schemas/config.schema.yaml")
+
+
+def _load(rel):
+    return yaml.safe_load((ROOT / rel).read_text())
+
+
+@pytest.mark.parametrize("rel", ["config/config.yaml", ".test/config/config.yaml"])
+def test_shipped_configs_are_valid_and_defaults_are_filled(rel):
+    cfg = _load(rel)
+    validate(cfg, SCHEMA)
+    assert cfg["evaluate"]["caption_beams"] >= 1
+    assert cfg["vlpet"]["train"]["grad_clip"] == 5.0
+    assert cfg["features"]["shard_size"] == 4096
+    assert cfg["world"]["annotator_noise"] == 0.15
+
+
+@pytest.mark.parametrize(
+    "path, value, expected",
+    [
+        (("vlpet", "train", "stepz"), 10, r"'stepz' was unexpected"),
+        (("vlpet", "train", "steps"), "many", r"'many' is not of type 'integer'"),
+        (("vlpet", "methods"), ["fulll"], r"'fulll' is not one of"),
+        (("backbones", "clip", "arch", "hidden"), 0, r"0 is less than the minimum of 1"),
+        (("evaluate", "split"), "dev", r"'dev' is not one of"),
+        (("typo_top_level",), 1, r"'typo_top_level' was unexpected"),
+    ],
+)
+def test_bad_config_is_rejected_naming_the_key(path, value, expected):
+    cfg = copy.deepcopy(_load("config/config.yaml"))
+    node = cfg
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(WorkflowError) as err:
+        validate(cfg, SCHEMA)
+    message = str(err.value)
+    assert re.search(expected, message)
+    # the key path of the offending value (or of its parent, for an unknown key)
+    where = path if "unexpected" not in expected else path[:-1]
+    assert "On instance" + "".join(f"[{k!r}]" for k in where) in message
+
+
+def test_snakemake_refuses_to_start_with_a_bad_config(tmp_path):
+    import subprocess
+
+    bad = _load(".test/config/config.yaml")
+    bad["vlpet"]["train"]["steps"] = -1
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(bad))
+    proc = subprocess.run(
+        ["snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(cfg),
+         "-n", "--cores", "1"], capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "-1 is less than the minimum of 1" in out and "['vlpet']['train']['steps']" in out
+    assert not (tmp_path / "resources").exists(), "no job may start on an invalid config"

@@ -1,0 +1,84 @@
+# Config validation, wildcard constraints and every helper the rules use (no logic in rules).
+import json
+import os
+
+from snakemake.utils import validate
+
+
+# Rejects unknown keys and wrong types before any job starts, and fills the schema's defaults.
+validate(config, schema="../schemas/config.schema.yaml")
+
+# Lets `--sdm conda` install this package into the rules' environment (see envs/vltune.yaml).
+os.environ.setdefault("VLTUNE_ROOT", workflow.basedir)
+
+DATASET = config["dataset"]
+DATA = f"resources/data/{DATASET}"
+CLIP = config["backbones"]["clip"]["name"]
+BART = config["backbones"]["bart"]["name"]
+FEATURES = f"resources/features/{CLIP}/{DATASET}"
+TABLES = ["images", "captions", "vqa", "gqa", "nlvr2"]
+
+
+wildcard_constraints:
+    family="[a-z0-9]+",
+    method="[a-z0-9_-]+",
+    seed=r"\d+",
+    backbone=r"[A-Za-z0-9._-]+",
+
+
+def as_json(obj):
+    """One JSON argument for `vltune --params` (quoted with :q in the rules)."""
+    return json.dumps(obj, sort_keys=True)
+
+
+def world_params():
+    return as_json(config["world"])
+
+
+def backbone_params(name):
+    b = config["backbones"][name]
+    return as_json({"arch": b["arch"], "train": b["train"], "batch_size": b["batch_size"]})
+
+
+def finetune_params(wildcards):
+    v = config["vlpet"]
+    return as_json({"train": v["train"], "batch_size": v["batch_size"], "task_weights": v["task_weights"]})
+
+
+def evaluate_params(wildcards):
+    return as_json({**config["evaluate"], "tasks": sorted(config["vlpet"]["task_weights"])})
+
+
+def vlpet_metrics():
+    v = config["vlpet"]
+    return expand(
+        "results/vlpet/{family}/{method}/seed{seed}/metrics.json",
+        family=v["families"],
+        method=v["methods"],
+        seed=v["seeds"],
+    )
+
+
+def report_inputs():
+    return vlpet_metrics() + [f"results/baselines/{DATASET}/metrics.json"]
+
+
+def get_final_outputs():
+    return [
+        "results/report/summary.csv",
+        "results/report/summary.md",
+        "results/report/scores.png",
+    ]
+
+
+# Folder arguments derived from the declared files (not hard-coded prefixes: see `snakemake --lint`).
+def tables_dir(wildcards, input):
+    return os.path.dirname(input.tables[0])
+
+
+def world_dir(wildcards, output):
+    return os.path.dirname(output.info)
+
+
+def report_dir(wildcards, output):
+    return os.path.dirname(output.csv)

@@ -1,0 +1,22 @@
+# Baselines every method must beat: per-question-type and overall majority, best constant caption.
+
+
+rule baselines:
+    input:
+        tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
+    output:
+        metrics=f"results/baselines/{DATASET}/metrics.json",
+    params:
+        data=tables_dir,
+    log:
+        f"logs/baselines/{DATASET}.log",
+    benchmark:
+        f"benchmarks/baselines/{DATASET}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../../envs/vltune.yaml"
+    shell:
+        "vltune baselines --data {params.data:q} --out {output.metrics:q} > {log} 2>&1"

@@ -1,0 +1,58 @@
+# VL-PET experiment: VL-BART multitask fine-tuning per (family, method, seed), then evaluation.
+
+
+rule finetune_vlbart:
+    input:
+        tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
+        features=FEATURES,
+        backbone=f"resources/backbones/{BART}",
+    output:
+        checkpoint=directory("results/vlpet/{family}/{method}/seed{seed}/checkpoint"),
+    params:
+        data=tables_dir,
+        hp=finetune_params,
+        # Resume state lives outside the declared outputs: Snakemake deletes those before a re-run.
+        resume="resume/finetune_vlbart/{family}/{method}/seed{seed}",
+    log:
+        "logs/finetune_vlbart/{family}/{method}/seed{seed}.log",
+    benchmark:
+        "benchmarks/finetune_vlbart/{family}/{method}/seed{seed}.tsv"
+    threads: config["resources"]["threads"]
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=1,
+    conda:
+        "../../envs/vltune.yaml"
+    shell:
+        "vltune --threads {threads} finetune-vlbart --data {params.data:q} --features {input.features:q}"
+        " --backbone {input.backbone:q} --out {output.checkpoint:q} --method {wildcards.method:q}"
+        " --seed {wildcards.seed:q} --params {params.hp:q} --resume-dir {params.resume:q} > {log} 2>&1"
+
+
+rule evaluate_vlbart:
+    input:
+        checkpoint="results/vlpet/{family}/{method}/seed{seed}/checkpoint",
+        features=FEATURES,
+        tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
+    output:
+        metrics="results/vlpet/{family}/{method}/seed{seed}/metrics.json",
+        predictions="results/vlpet/{family}/{method}/seed{seed}/predictions.json",
+    params:
+        data=tables_dir,
+        hp=evaluate_params,
+    log:
+        "logs/evaluate_vlbart/{family}/{method}/seed{seed}.log",
+    benchmark:
+        "benchmarks/evaluate_vlbart/{family}/{method}/seed{seed}.tsv"
+    threads: config["resources"]["threads"]
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=1,
+    conda:
+        "../../envs/vltune.yaml"
+    shell:
+        "vltune --threads {threads} evaluate-vlbart --checkpoint {input.checkpoint:q} --data {params.data:q}"
+        " --features {input.features:q} --experiment vlpet --params {params.hp:q}"
+        " --out {output.metrics:q} --predictions {output.predictions:q} > {log} 2>&1"

@@ -56,6 +56,7 @@ def pretrain_bart(data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str 
     texts = sorted(set(world_texts(data_dir, "train")))
     max_len = arch["max_positions"]
     encoded = tok(texts, truncation=True, max_length=max_len)["input_ids"]
+    torch.manual_seed(train_cfg.seed)  # initialisation depends on the config's seed only
     model = build_tiny_bart(tok, **arch)
     pad = tok.pad_token_id
 

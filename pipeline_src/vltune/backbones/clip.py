@@ -55,6 +55,7 @@ def pretrain_clip(data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str 
     pixels = decode_images(images["image"].to_pylist(), arch["image_size"])
     captions = [caps[i] for i in ids]
     max_len = arch["max_text_len"]
+    torch.manual_seed(train_cfg.seed)  # initialisation depends on the config's seed only
     model = build_tiny_clip(tok, **arch)
 
     def batch_fn(step: int) -> dict:

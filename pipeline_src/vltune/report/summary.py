@@ -69,7 +69,7 @@ def markdown_tables(df: pd.DataFrame) -> str:
             cells = [str(method), str(g["seed"].notna().sum() or "–"), f"{pct.iloc[0]:.2f}" if len(pct) else "–"]
             cells += [_mean_std(g[c]) for c in cols]
             if len(cols) > 1:
-                avg = g[cols].mean(axis=1)
+                avg = g[cols].mean(axis=1, skipna=False)
                 cells.append(_mean_std(avg) if avg.notna().all() else "–")
             lines.append("| " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))

@@ -80,6 +80,7 @@ def finetune_vlbart(data_dir, features_dir, backbone_dir, out_dir, method: str, 
                     batch_size: int, task_weights: dict[str, int], resume_dir=None) -> dict:
     store = FeatureStore(features_dir)
     bank = VisualBank(store)
+    torch.manual_seed(train_cfg.seed)  # the new modules' init depends on the run seed only
     model, tok = build_vlbart(backbone_dir, bank.dim)
     apply_method(model, method)
     data = {t: load_task(data_dir, t, "train", tok) for t in task_weights}

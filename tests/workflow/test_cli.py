@@ -1,0 +1,43 @@
+"""The `vltune` command line: every stage is a subcommand, bad input is one clear error line
+(exit 2, no traceback), and no subcommand prints help and fails."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from vltune.cli import SUBCOMMANDS, build_parser, main
+
+STAGES = {"make-world", "train-tokenizer", "pretrain-clip", "pretrain-bart", "extract-features",
+          "finetune-vlbart", "evaluate-vlbart", "baselines", "report"}
+
+
+def test_every_stage_has_a_subcommand_with_help_texts():
+    assert {name for name, *_ in SUBCOMMANDS} == STAGES
+    parser = build_parser()
+    for action in parser._subparsers._group_actions[0].choices.values():
+        for arg in action._actions:
+            if arg.dest != "help":
+                assert arg.help, f"{action.prog} {arg.dest} has no help text"
+
+
+def test_no_subcommand_prints_help_and_fails(capsys):
+    assert main([]) == 1
+    assert "make-world" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["make-world", "--out", "x", "--params", "{not json"], "--params for make-world is not valid JSON"),
+    (["make-world", "--out", "x", "--params", '{"seedz": 1}'], "unknown key 'seedz'"),
+    (["make-world", "--out", "x", "--params", "[1, 2]"], "must be a JSON object"),
+    (["baselines", "--data", "/nonexistent/data", "--out", "x.json"], "/nonexistent/data"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, argv, message):
+    proc = subprocess.run([sys.executable, "-m", "vltune.cli", *argv], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.json").exists()

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..train.loop import TrainConfig, train
+from ..utils.tensors import pad_sequences
 from .tokenizer import load_tokenizer, world_texts
 
 
@@ -65,8 +66,8 @@ def pretrain_bart(data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str 
         idx = rng.choice(len(encoded), size=min(batch_size, len(encoded)), replace=False)
         src = [infill(encoded[i], tok.mask_token_id, rng) for i in idx]
         tgt = [encoded[i] for i in idx]
-        return {"input_ids": _pad(src, pad), "attention_mask": (_pad(src, pad) != pad).long(),
-                "labels": _pad(tgt, -100)}
+        input_ids = pad_sequences(src, pad)
+        return {"input_ids": input_ids, "attention_mask": (input_ids != pad).long(), "labels": pad_sequences(tgt, -100)}
 
     def loss_fn(m, b):
         return m(**b).loss
@@ -77,9 +78,3 @@ def pretrain_bart(data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str 
     tok.save_pretrained(out_dir)
     return result
 
-
-def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
-    out = torch.full((len(seqs), max(map(len, seqs))), value, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.tensor(s)
-    return out

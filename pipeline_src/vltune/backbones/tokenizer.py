@@ -78,4 +78,6 @@ def world_texts(data_dir: str | Path, split: str = "train") -> list[str]:
         for col in cols:
             for v in t[col].to_pylist():
                 texts.extend(v if isinstance(v, list) else [v])
+        if kind == "nlvr2":  # the NLVR2 targets, so "true"/"false" become single tokens
+            texts.extend("true" if y else "false" for y in t["label"].to_pylist())
     return texts

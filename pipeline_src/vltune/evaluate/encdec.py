@@ -36,6 +36,8 @@ def decode_task(model, tok, ex, bank, batch_size: int, **gen_kwargs) -> list[str
 @torch.inference_mode()
 def nlvr2_predictions(model, tok, ex, bank, batch_size: int) -> list[bool]:
     true_id, false_id = (tok(w, add_special_tokens=False)["input_ids"][0] for w in ("true", "false"))
+    if true_id == false_id:
+        raise ValueError("the tokenizer starts 'true' and 'false' with the same token; NLVR2 cannot be scored")
     preds: list[bool] = []
     for start in range(0, len(ex), batch_size):
         b = make_batch(ex, range(start, min(start + batch_size, len(ex))), bank, tok.pad_token_id, rng=None)

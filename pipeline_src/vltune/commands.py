@@ -97,7 +97,7 @@ def finetune_vlbart(args) -> None:
         raise UserError(f"--method {args.method!r} is not one of {', '.join(METHODS)}")
     p = parse_params(args.params, "finetune-vlbart")
     run(args.data, args.features, args.backbone, args.out, args.method, _train_config(p, "finetune-vlbart", args.seed),
-        p["batch_size"], p["task_weights"], resume_dir=args.resume_dir)
+        p["batch_size"], p["task_weights"], resume_dir=args.resume_dir, dropout=p.get("dropout"))
 
 
 def evaluate_vlbart(args) -> None:

@@ -42,7 +42,8 @@ def backbone_params(name):
 
 def finetune_params(wildcards):
     v = config["vlpet"]
-    return as_json({"train": v["train"], "batch_size": v["batch_size"], "task_weights": v["task_weights"]})
+    keys = ("train", "batch_size", "task_weights", "dropout")
+    return as_json({k: v[k] for k in keys})
 
 
 def evaluate_params(wildcards):

@@ -18,7 +18,8 @@ from ..utils.tensors import pad_sequences
 from .tokenizer import load_tokenizer, world_texts
 
 
-def build_tiny_bart(tokenizer, d_model: int, layers: int, heads: int, ffn: int, max_positions: int):
+def build_tiny_bart(tokenizer, d_model: int, layers: int, heads: int, ffn: int, max_positions: int,
+                    dropout: float = 0.1):
     from transformers import BartConfig, BartForConditionalGeneration
 
     cfg = BartConfig(
@@ -28,7 +29,7 @@ def build_tiny_bart(tokenizer, d_model: int, layers: int, heads: int, ffn: int, 
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
         forced_eos_token_id=tokenizer.eos_token_id, scale_embedding=False,
-        dropout=0.1, attention_dropout=0.1, activation_dropout=0.1,
+        dropout=dropout, attention_dropout=dropout, activation_dropout=dropout,
     )
     return BartForConditionalGeneration(cfg)
 

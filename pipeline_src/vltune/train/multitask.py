@@ -40,11 +40,14 @@ def count_parameters(model: torch.nn.Module) -> dict:
     return {"trainable_params": trainable, "total_params": total, "trainable_pct": 100.0 * trainable / total}
 
 
-def build_vlbart(backbone_dir: str | Path, feat_dim: int):
+def build_vlbart(backbone_dir: str | Path, feat_dim: int, dropout: float | None = None):
+    """VL-BART on a pretrained BART; ``dropout`` (if given) replaces the backbone's hidden,
+    attention and activation dropout for fine-tuning."""
     from transformers import BartForConditionalGeneration
 
     tok = load_tokenizer(backbone_dir)
-    bart = BartForConditionalGeneration.from_pretrained(str(backbone_dir))
+    overrides = {} if dropout is None else dict(dropout=dropout, attention_dropout=dropout, activation_dropout=dropout)
+    bart = BartForConditionalGeneration.from_pretrained(str(backbone_dir), **overrides)
     vis_ids = tok.convert_tokens_to_ids(VIS_EXTRA_IDS)
     return VLBart(bart, feat_dim, vis_ids), tok
 
@@ -77,11 +80,12 @@ def load_vlbart(ckpt_dir: str | Path) -> tuple[VLBart, object, dict]:
 
 
 def finetune_vlbart(data_dir, features_dir, backbone_dir, out_dir, method: str, train_cfg: TrainConfig,
-                    batch_size: int, task_weights: dict[str, int], resume_dir=None) -> dict:
+                    batch_size: int, task_weights: dict[str, int], resume_dir=None,
+                    dropout: float | None = None) -> dict:
     store = FeatureStore(features_dir)
     bank = VisualBank(store)
     torch.manual_seed(train_cfg.seed)  # the new modules' init depends on the run seed only
-    model, tok = build_vlbart(backbone_dir, bank.dim)
+    model, tok = build_vlbart(backbone_dir, bank.dim, dropout)
     apply_method(model, method)
     data = {t: load_task(data_dir, t, "train", tok) for t in task_weights}
     for t, ex in data.items():
@@ -99,7 +103,7 @@ def finetune_vlbart(data_dir, features_dir, backbone_dir, out_dir, method: str, 
 
     result = train(model, batch_fn, loss_fn, train_cfg, resume_dir=resume_dir, desc=f"finetune_vlbart[{method}]")
     params = count_parameters(model)
-    save_vlbart(model, tok, out_dir, {"method": method, "seed": train_cfg.seed, "features": str(features_dir),
+    save_vlbart(model, tok, out_dir, {"method": method, "seed": train_cfg.seed, "features": str(features_dir), "dropout": dropout,
                                       **params})
     write_json(Path(out_dir) / "train_log.json", {**result, **params})
     return {**result, **params}

@@ -73,11 +73,10 @@ def load_task(data_dir: str | Path, task: str, split: str, tokenizer, max_input_
     p = PROMPTS[task]
     if task == "vqa":
         inputs = tok([f"{p} {q}" for q in t["question"]], max_input_len)
-        targets = []
-        for answers in t["answers"]:
-            scored = sorted((s, a) for a, s in soft_scores(answers).items() if s > 0)
-            ids = tok([a for _, a in scored], max_target_len)
-            targets.append([(i, s) for i, (s, _) in zip(ids, scored)])
+        scored = [sorted((s, a) for a, s in soft_scores(answers).items() if s > 0) for answers in t["answers"]]
+        vocab = sorted({a for choices in scored for _, a in choices})  # tokenise each answer once
+        ids = dict(zip(vocab, tok(vocab, max_target_len)))
+        targets = [[(ids[a], s) for s, a in choices] for choices in scored]
         return TaskExamples(task, inputs, [(i,) for i in t["image_id"]], targets, t["answers"], t["question_id"])
     if task == "gqa":
         inputs = tok([f"{p} {q}" for q in t["question"]], max_input_len)
@@ -91,7 +90,9 @@ def load_task(data_dir: str | Path, task: str, split: str, tokenizer, max_input_
         return TaskExamples(task, inputs, images, targets, t["label"], t["pair_id"])
     if task == "caption":
         prompt_ids = tok([p], max_input_len)[0]
-        targets = [[(i, 1.0) for i in tok(caps, max_target_len)] for caps in t["captions"]]
+        flat = tok([c for caps in t["captions"] for c in caps], max_target_len)  # one tokeniser call
+        ends = np.cumsum([len(caps) for caps in t["captions"]])
+        targets = [[(i, 1.0) for i in flat[e - len(caps):e]] for caps, e in zip(t["captions"], ends)]
         return TaskExamples(task, [prompt_ids] * len(targets), [(i,) for i in t["image_id"]], targets,
                             t["captions"], t["image_id"])
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")

@@ -9,7 +9,7 @@ import os
 import re
 import subprocess
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
@@ -301,6 +301,20 @@ def test_answers_are_not_degenerate(world):
             if sum(counts.values()) >= 20:
                 share = counts.most_common(1)[0][1] / sum(counts.values())
                 assert share <= 0.7, (kind, qtype, counts)
+
+
+def test_nlvr2_statement_text_does_not_give_away_the_label(world):
+    """Every statement is shown with a true and a false image pair (as in NLVR2), so a model that
+    reads only the text is at chance: per statement text, true and false counts differ by at most
+    one in total (the one pair an odd count drops)."""
+    _, _, tables = world
+    for split in SPLITS:
+        rows = [r for r in tables["nlvr2"].to_pylist() if r["split"] == split]
+        by_text = defaultdict(Counter)
+        for r in rows:
+            by_text[r["statement"]][r["label"]] += 1
+        imbalance = sum(abs(c[True] - c[False]) for c in by_text.values())
+        assert imbalance <= len(rows) % 2, (split, {t: c for t, c in by_text.items() if c[True] != c[False]})
 
 
 def test_config_validation():

@@ -28,6 +28,8 @@ def test_shipped_configs_are_valid_and_defaults_are_filled(rel):
     assert cfg["vlpet"]["train"]["grad_clip"] == 5.0
     assert cfg["features"]["shard_size"] == 4096
     assert cfg["world"]["annotator_noise"] == 0.15
+    assert cfg["backbones"]["bart"]["arch"]["dropout"] in (0.0, 0.1)
+    assert "dropout" in cfg["vlpet"]  # null (keep the backbone's) when left out
 
 
 @pytest.mark.parametrize(
@@ -39,6 +41,8 @@ def test_shipped_configs_are_valid_and_defaults_are_filled(rel):
         (("backbones", "clip", "arch", "hidden"), 0, r"0 is less than the minimum of 1"),
         (("evaluate", "split"), "dev", r"'dev' is not one of"),
         (("typo_top_level",), 1, r"'typo_top_level' was unexpected"),
+        (("vlpet", "dropout"), 1.5, r"1.5 is not valid under any of the given schemas"),
+        (("backbones", "bart", "arch", "dropout"), -0.1, r"-0.1 is less than the minimum of 0"),
     ],
 )
 def test_bad_config_is_rejected_naming_the_key(path, value, expected):

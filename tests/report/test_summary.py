@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from vltune.report.summary import ID_COLUMNS, write_report
+from vltune.report.summary import ID_COLUMNS, method_averages, pareto_front, write_report
 
 
 def _run(tmp_path, seed, vqa, cider):
@@ -47,3 +47,19 @@ def test_metrics_file_without_method_is_named(tmp_path):
     bad.write_text(json.dumps({"experiment": "vlpet", "vqa_accuracy": 1.0}))
     with pytest.raises(ValueError, match="bad.json"):
         write_report([bad], tmp_path / "out")
+
+
+def test_pareto_front_keeps_only_undominated_methods():
+    points = pd.DataFrame({"experiment": "vlpet", "method": ["full", "lora", "bitfit", "worse"],
+                           "trainable_pct": [100.0, 5.0, 1.0, 6.0], "avg": [80.0, 78.0, 60.0, 70.0]})
+    front = pareto_front(points)
+    assert list(front["method"]) == ["bitfit", "lora", "full"]  # "worse": more params than lora, lower Avg
+
+
+def test_method_averages_and_pareto_plot(tmp_path):
+    paths = [_run(tmp_path, 1, 70.0, 200.0), _run(tmp_path, 2, 74.0, 220.0)]
+    df = write_report(paths, tmp_path / "report")
+    avg = method_averages(df)
+    assert avg.loc[0, "avg"] == pytest.approx(98.0) and avg.loc[0, "avg_std"] == pytest.approx(4.2426, abs=1e-3)
+    assert avg.loc[0, "trainable_pct"] == 25.0
+    assert (tmp_path / "report/pareto.png").stat().st_size > 1000

@@ -1,4 +1,5 @@
-# Report: summary.csv (one row per run and baseline), the papers' table and a score plot.
+# Report: summary.csv (one row per run and baseline), the papers' table, a score plot and
+# a Pareto plot (trainable % vs Avg).
 
 
 rule report:
@@ -22,6 +23,12 @@ rule report:
             caption="../report/scores.rst",
             category="Evaluation",
             labels={"figure": "scores per task"},
+        ),
+        pareto=report(
+            "results/report/pareto.png",
+            caption="../report/pareto.rst",
+            category="Evaluation",
+            labels={"figure": "trainable % vs Avg"},
         ),
     params:
         out_dir=report_dir,

@@ -1,5 +1,6 @@
 """The report's tables and plots: ``summary.csv`` (one row per run and per baseline), a Markdown
-table shaped like the papers' (mean ± std over seeds) and a per-task score plot.
+table shaped like the papers' (mean ± std over seeds), a per-task score plot and a Pareto plot of
+trainable parameters against the average score.
 
 Scores are percent, as the papers print them (accuracy 0.6617 → 66.17, CIDEr 1.2203 → 122.03).
 """
@@ -99,11 +100,62 @@ def score_plot(df: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def method_averages(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (experiment, method) of trained runs: trainable %, and Avg (mean of the headline
+    metrics, as in VL-PET) as mean and std over seeds. Runs missing a headline metric are left out."""
+    cols = [c for c in HEADLINE if c in df and df[c].notna().any()]
+    runs = df[df["trainable_pct"].notna()].dropna(subset=cols).assign(avg=lambda d: d[cols].mean(axis=1))
+    g = runs.groupby(["experiment", "method"])
+    out = pd.DataFrame({"trainable_pct": g["trainable_pct"].mean(), "avg": g["avg"].mean(),
+                        "avg_std": g["avg"].std(ddof=1).fillna(0.0)})
+    return out.reset_index()
+
+
+def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
+    """Methods not beaten by any other on both axes (fewer or equal trainable %, higher or equal
+    Avg, one of them strictly), sorted by trainable %."""
+    keep = []
+    for i, p in points.iterrows():
+        dominated = ((points["trainable_pct"] <= p["trainable_pct"]) & (points["avg"] >= p["avg"])
+                     & ((points["trainable_pct"] < p["trainable_pct"]) | (points["avg"] > p["avg"]))).any()
+        keep.append(not dominated)
+    return points[keep].sort_values("trainable_pct")
+
+
+def pareto_plot(df: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = method_averages(df)
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for i, (experiment, g) in enumerate(points.groupby("experiment", sort=True)):
+        color = f"C{i}"
+        ax.errorbar(g["trainable_pct"], g["avg"], yerr=g["avg_std"], fmt="o", color=color, capsize=3,
+                    label=experiment)
+        for _, p in g.iterrows():
+            ax.annotate(p["method"], (p["trainable_pct"], p["avg"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        front = pareto_front(g)
+        ax.plot(front["trainable_pct"], front["avg"], "--", color=color, linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (%)")
+    ax.set_ylabel("Avg (VQA, GQA, NLVR2, CIDEr)")
+    if len(points):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=120)
+    plt.close(fig)
+
+
 def write_report(metrics_paths: list[Path], out_dir: Path) -> pd.DataFrame:
     df = summary_frame(load_rows(metrics_paths))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out_dir / "summary.csv", df.to_csv(index=False, float_format="%.4f").encode())
     write_bytes_atomic(out_dir / "summary.md", markdown_tables(df).encode())
     score_plot(df, out_dir / "scores.png")
+    pareto_plot(df, out_dir / "pareto.png")
     return df
 

@@ -64,6 +64,11 @@ SUBCOMMANDS = [
         ("--params", dict(default="{}", help="JSON {split, tasks, batch_size, caption_beams, ...}")),
         ("--predictions", dict(default=None, help="optional predictions.json to write")),
     ]),
+    ("params", C.params, "plan trainable/total parameters of a VL model + PET method (meta device, no download)", [
+        ("--arch", dict(required=True, help="architecture preset: bart-base or t5-base")),
+        ("--method", dict(required=True, help="PET method (e.g. vlpet-large, lora, full)")),
+        ("--params", dict(default="{}", help="JSON method hyper-parameter overrides, e.g. '{\"adapter_dim\": 48}'")),
+    ]),
     ("baselines", C.baselines, "majority-answer and constant-caption baselines", [
         ("--data", dict(required=True, help="folder of canonical tables")),
         ("--out", dict(required=True, help="baselines metrics.json to write")),

@@ -96,8 +96,35 @@ def finetune_vlbart(args) -> None:
     if args.method not in METHODS:
         raise UserError(f"--method {args.method!r} is not one of {', '.join(METHODS)}")
     p = parse_params(args.params, "finetune-vlbart")
+    method_config = p.get("method_config") or {}
+    _check_method_config(args.method, method_config, "finetune-vlbart")
     run(args.data, args.features, args.backbone, args.out, args.method, _train_config(p, "finetune-vlbart", args.seed),
-        p["batch_size"], p["task_weights"], resume_dir=args.resume_dir, dropout=p.get("dropout"))
+        p["batch_size"], p["task_weights"], resume_dir=args.resume_dir, dropout=p.get("dropout"),
+        method_config=method_config)
+
+
+def _check_method_config(method: str, overrides: dict, command: str) -> None:
+    """Validate PET hyper-parameters before any work (unknown key, bad value → one clear line)."""
+    from .pet import resolve_config
+
+    if not isinstance(overrides, dict):
+        raise UserError(f"{command}: method_config must be a JSON object, got {overrides!r}")
+    try:
+        resolve_config({**overrides, "method": method})
+    except ValueError as e:
+        raise UserError(f"{command}: {e}") from None
+
+
+def params(args) -> None:
+    from .pet.planner import plan_parameters
+
+    overrides = parse_params(args.params, "params")
+    _check_method_config(args.method, overrides, "params")
+    try:
+        result = plan_parameters(args.arch, {**overrides, "method": args.method})
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    print(json.dumps(result))
 
 
 def evaluate_vlbart(args) -> None:

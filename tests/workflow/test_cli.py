@@ -11,7 +11,7 @@ import pytest
 from vltune.cli import SUBCOMMANDS, build_parser, main
 
 STAGES = {"make-world", "train-tokenizer", "pretrain-clip", "pretrain-bart", "extract-features",
-          "finetune-vlbart", "evaluate-vlbart", "baselines", "report"}
+          "finetune-vlbart", "evaluate-vlbart", "params", "baselines", "report"}
 
 
 def test_every_stage_has_a_subcommand_with_help_texts():

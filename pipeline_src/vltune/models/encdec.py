@@ -55,11 +55,15 @@ class VLBart(nn.Module):
         self.bart = bart
         self.config = bart.config
         self.visual_embedding = VisualEmbedding(feat_dim, bart.config.d_model)
+        # Prompt tuning's slot (vltune.pet "prompt"): a module returning (B, n, d) vectors that go
+        # before the text; None = no prompt.
+        self.encoder_prompt: nn.Module | None = None
         self.register_buffer("vis_token_ids", torch.tensor(vis_token_ids, dtype=torch.long), persistent=False)
 
     # --- encoder -------------------------------------------------------------------------------
     def encode(self, input_ids, attention_mask, vis_feats, vis_order) -> tuple[BaseModelOutput, torch.Tensor]:
-        """Run the encoder on ``[text ; visual]``; return its output and the joint attention mask.
+        """Run the encoder on ``[text ; visual]`` (``[prompt ; text ; visual]`` with an
+        ``encoder_prompt``); return its output and the joint attention mask.
 
         ``vis_feats``: (B, N_v, F); ``vis_order``: (B, N_v) image index of each visual token
         (0 for one image, 0/1 for an NLVR2 pair). Positions inside each image pick the
@@ -67,7 +71,12 @@ class VLBart(nn.Module):
         """
         enc = self.bart.get_encoder()
         text = enc.embed_tokens(input_ids)
-        text = enc.layernorm_embedding(text + enc.embed_positions(text[:, :, -1]).to(text.device))
+        text = text + enc.embed_positions(text[:, :, -1]).to(text.device)
+        if self.encoder_prompt is not None:  # as VL-Adapter: after the positions, inside the embedding LN
+            prompt = self.encoder_prompt(len(input_ids)).to(text.dtype)
+            text = torch.cat([prompt, text], dim=1)
+            attention_mask = torch.cat([attention_mask.new_ones(prompt.shape[:2]), attention_mask], dim=1)
+        text = enc.layernorm_embedding(text)
         obj_embeds = enc.embed_tokens(self.vis_token_ids[_positions_within_image(vis_order)])
         vis = self.visual_embedding(vis_feats.to(text.dtype), vis_order, obj_embeds)
         hidden = torch.cat([text, vis], dim=1)

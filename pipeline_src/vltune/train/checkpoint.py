@@ -17,11 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
+from ..pet.base import trainable_state_dict
 from ..utils.io import read_json, write_bytes_atomic
-
-
-def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _optimizer_to_flat(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:

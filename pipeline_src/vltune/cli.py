@@ -52,11 +52,12 @@ SUBCOMMANDS = [
         ("--out", dict(required=True, help="output checkpoint folder")),
         ("--method", dict(required=True, help="adaptation method (e.g. full)")),
         ("--seed", dict(type=int, required=True, help="run seed")),
-        ("--params", dict(required=True, help="JSON {train: {...}, batch_size, task_weights}")),
+        ("--params", dict(required=True, help="JSON {train: {...}, batch_size, task_weights, dropout, method_config}")),
         ("--resume-dir", dict(default=None, help="where resume checkpoints live (not a declared output)")),
     ]),
     ("evaluate-vlbart", C.evaluate_vlbart, "evaluate a VL-BART checkpoint on the test split", [
         ("--checkpoint", dict(required=True, help="checkpoint folder written by finetune-vlbart")),
+        ("--backbone", dict(default=None, help="backbone folder a PET checkpoint applies to (default: the one it recorded)")),
         ("--data", dict(required=True, help="folder of canonical tables")),
         ("--features", dict(required=True, help="feature-store folder")),
         ("--out", dict(required=True, help="metrics.json to write")),

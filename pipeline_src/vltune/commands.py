@@ -132,7 +132,7 @@ def evaluate_vlbart(args) -> None:
     from .train.multitask import load_vlbart
 
     p = parse_params(args.params, "evaluate-vlbart")
-    model, tok, meta = load_vlbart(args.checkpoint)
+    model, tok, meta = load_vlbart(args.checkpoint, args.backbone)
     preds: dict | None = {} if args.predictions else None
     tasks = p.pop("tasks", ["vqa", "gqa", "nlvr2", "caption"])
     metrics = run(model, tok, args.data, args.features, tasks, save_predictions=preds, **p)

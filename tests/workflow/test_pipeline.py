@@ -41,11 +41,15 @@ def test_summary_has_one_row_per_run_and_baseline(pipeline_run):
                 "caption_meteor", "caption_rouge_l"):
         assert col in df.columns
     runs = df[df.experiment == "vlpet"]
-    assert sorted(runs.seed.tolist()) == [1, 2] and set(runs.method) == {"full"}
-    assert (runs.trainable_pct == 100.0).all() and (runs.trainable_params == runs.total_params).all()
+    assert sorted(runs.seed.tolist()) == [1, 1, 2, 2] and set(runs.method) == {"full", "vlpet-large"}
+    full, pet = runs[runs.method == "full"], runs[runs.method == "vlpet-large"]
+    assert (full.trainable_pct == 100.0).all() and (full.trainable_params == full.total_params).all()
+    # a PET run trains a small share of a bigger model (its layers are added to the same backbone)
+    assert (pet.trainable_pct < 50).all() and (pet.total_params > full.total_params.iloc[0]).all()
     assert set(df[df.experiment == "baselines"].method) == {"majority_type", "majority_overall", "constant_caption"}
     assert runs[["vqa_accuracy", "gqa_accuracy", "nlvr2_accuracy"]].apply(lambda s: s.between(0, 100)).all().all()
-    assert (pipeline_run / "results/report/summary.md").read_text().count("| full |") == 1
+    md = (pipeline_run / "results/report/summary.md").read_text()
+    assert md.count("| full |") == 1 and md.count("| vlpet-large |") == 1
     # declared outputs only: resume checkpoints are gone once a run finished
     assert not any((pipeline_run / "resume").glob("**/step-*"))
 
@@ -54,16 +58,18 @@ def test_summary_has_one_row_per_run_and_baseline(pipeline_run):
 def test_nothing_left_to_do_and_rerun_reproduces_metrics(pipeline_run):
     dry = snakemake(pipeline_run, "-n", "all")
     assert "Nothing to be done" in dry.stdout + dry.stderr
-    target = "results/vlpet/bart/full/seed1/metrics.json"
-    before = json.loads((pipeline_run / target).read_text())
-    snakemake(pipeline_run, "--forcerun", "finetune_vlbart", target)
-    after = json.loads((pipeline_run / target).read_text())
-    assert {k: v for k, v in before.items() if k not in VOLATILE} == {k: v for k, v in after.items() if k not in VOLATILE}
+    # full (every weight saved) and a PET method (only its tensors, re-applied to the backbone)
+    targets = ["results/vlpet/bart/full/seed1/metrics.json", "results/vlpet/bart/vlpet-large/seed1/metrics.json"]
+    before = [json.loads((pipeline_run / t).read_text()) for t in targets]
+    snakemake(pipeline_run, "--forcerun", "finetune_vlbart", *targets)
+    after = [json.loads((pipeline_run / t).read_text()) for t in targets]
+    for b, a in zip(before, after):
+        assert {k: v for k, v in b.items() if k not in VOLATILE} == {k: v for k, v in a.items() if k not in VOLATILE}
 
 
 @pytest.mark.integration
 def test_html_report_holds_the_tables_and_plot(pipeline_run):
     snakemake(pipeline_run, "--report", "report.html", timeout=300)
     html = (pipeline_run / "report.html").read_text(errors="replace")
-    for name in ("summary.csv", "summary.md", "scores.png", "Evaluation"):
+    for name in ("summary.csv", "summary.md", "scores.png", "pareto.png", "Evaluation"):
         assert name in html

@@ -38,6 +38,7 @@ def test_shipped_configs_are_valid_and_defaults_are_filled(rel):
         (("vlpet", "train", "stepz"), 10, r"'stepz' was unexpected"),
         (("vlpet", "train", "steps"), "many", r"'many' is not of type 'integer'"),
         (("vlpet", "methods"), ["fulll"], r"'fulll' is not one of"),
+        (("vlpet", "method_configs"), {"vlpet-huge": {}}, r"'vlpet-huge' is not one of"),
         (("backbones", "clip", "arch", "hidden"), 0, r"0 is less than the minimum of 1"),
         (("evaluate", "split"), "dev", r"'dev' is not one of"),
         (("typo_top_level",), 1, r"'typo_top_level' was unexpected"),
@@ -75,3 +76,20 @@ def test_snakemake_refuses_to_start_with_a_bad_config(tmp_path):
     out = proc.stdout + proc.stderr
     assert "-1 is less than the minimum of 1" in out and "['vlpet']['train']['steps']" in out
     assert not (tmp_path / "resources").exists(), "no job may start on an invalid config"
+
+
+def test_unknown_pet_hyper_parameter_stops_the_workflow_before_any_job(tmp_path):
+    import subprocess
+
+    bad = _load(".test/config/config.yaml")
+    bad["vlpet"]["method_configs"] = {"vlpet-large": {"adapter_dimm": 8}}
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(bad))
+    proc = subprocess.run(
+        ["snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(cfg),
+         "-n", "--cores", "1"], capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "vlpet.method_configs.vlpet-large" in out and "'adapter_dimm'" in out and "adapter_dim" in out
+    assert not (tmp_path / "resources").exists()

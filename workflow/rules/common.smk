@@ -8,6 +8,22 @@ from snakemake.utils import validate
 # Rejects unknown keys and wrong types before any job starts, and fills the schema's defaults.
 validate(config, schema="../schemas/config.schema.yaml")
 
+
+
+def check_method_configs():
+    """Each method's hyper-parameters through its config dataclass now, so a typo in
+    `vlpet.method_configs` stops the workflow before any job (the schema cannot know the keys)."""
+    from vltune.pet import resolve_config
+
+    for method, overrides in config["vlpet"]["method_configs"].items():
+        try:
+            resolve_config({**overrides, "method": method})
+        except ValueError as e:
+            raise ValueError(f"config key vlpet.method_configs.{method}: {e}") from None
+
+
+check_method_configs()
+
 # Lets `--sdm conda` install this package into the rules' environment (see envs/vltune.yaml).
 os.environ.setdefault("VLTUNE_ROOT", workflow.basedir)
 
@@ -43,7 +59,7 @@ def backbone_params(name):
 def finetune_params(wildcards):
     v = config["vlpet"]
     keys = ("train", "batch_size", "task_weights", "dropout")
-    return as_json({k: v[k] for k in keys})
+    return as_json({**{k: v[k] for k in keys}, "method_config": v["method_configs"].get(wildcards.method, {})})
 
 
 def evaluate_params(wildcards):
@@ -69,6 +85,7 @@ def get_final_outputs():
         "results/report/summary.csv",
         "results/report/summary.md",
         "results/report/scores.png",
+        "results/report/pareto.png",
     ]
 
 

@@ -33,6 +33,8 @@ rule finetune_vlbart:
 rule evaluate_vlbart:
     input:
         checkpoint="results/vlpet/{family}/{method}/seed{seed}/checkpoint",
+        # A PET checkpoint holds only its trainable tensors; it is applied to this backbone.
+        backbone=f"resources/backbones/{BART}",
         features=FEATURES,
         tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
     output:
@@ -53,6 +55,7 @@ rule evaluate_vlbart:
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune --threads {threads} evaluate-vlbart --checkpoint {input.checkpoint:q} --data {params.data:q}"
+        "vltune --threads {threads} evaluate-vlbart --checkpoint {input.checkpoint:q} --backbone {input.backbone:q}"
+        " --data {params.data:q}"
         " --features {input.features:q} --experiment vlpet --params {params.hp:q}"
         " --out {output.metrics:q} --predictions {output.predictions:q} > {log} 2>&1"

@@ -61,35 +61,32 @@ def test_bad_config_is_rejected_naming_the_key(path, value, expected):
     assert "On instance" + "".join(f"[{k!r}]" for k in where) in message
 
 
-def test_snakemake_refuses_to_start_with_a_bad_config(tmp_path):
+def _dry_run(config: dict, tmp_path: Path):
+    """`snakemake -n` on ``config`` in an empty folder: (return code, stdout + stderr)."""
     import subprocess
 
-    bad = _load(".test/config/config.yaml")
-    bad["vlpet"]["train"]["steps"] = -1
     cfg = tmp_path / "bad.yaml"
-    cfg.write_text(yaml.safe_dump(bad))
+    cfg.write_text(yaml.safe_dump(config))
     proc = subprocess.run(
         ["snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(cfg),
          "-n", "--cores", "1"], capture_output=True, text=True, timeout=120,
     )
-    assert proc.returncode != 0
-    out = proc.stdout + proc.stderr
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_snakemake_refuses_to_start_with_a_bad_config(tmp_path):
+    bad = _load(".test/config/config.yaml")
+    bad["vlpet"]["train"]["steps"] = -1
+    rc, out = _dry_run(bad, tmp_path)
+    assert rc != 0
     assert "-1 is less than the minimum of 1" in out and "['vlpet']['train']['steps']" in out
     assert not (tmp_path / "resources").exists(), "no job may start on an invalid config"
 
 
 def test_unknown_pet_hyper_parameter_stops_the_workflow_before_any_job(tmp_path):
-    import subprocess
-
     bad = _load(".test/config/config.yaml")
     bad["vlpet"]["method_configs"] = {"vlpet-large": {"adapter_dimm": 8}}
-    cfg = tmp_path / "bad.yaml"
-    cfg.write_text(yaml.safe_dump(bad))
-    proc = subprocess.run(
-        ["snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(cfg),
-         "-n", "--cores", "1"], capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode != 0
-    out = proc.stdout + proc.stderr
+    rc, out = _dry_run(bad, tmp_path)
+    assert rc != 0
     assert "vlpet.method_configs.vlpet-large" in out and "'adapter_dimm'" in out and "adapter_dim" in out
     assert not (tmp_path / "resources").exists()

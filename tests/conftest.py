@@ -31,3 +31,11 @@ def tokenizer(tokenizer_dir):
     from vltune.backbones.tokenizer import load_tokenizer
 
     return load_tokenizer(tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def t5_tokenizer(tokenizer_dir):
+    """The same tokenizer in its T5 flavour (``text </s>``, sentinels), as the T5 backbone saves it."""
+    from vltune.backbones.t5 import load_t5_tokenizer
+
+    return load_t5_tokenizer(tokenizer_dir)

@@ -39,23 +39,31 @@ SUBCOMMANDS = [
         ("--params", dict(required=True, help="JSON {arch: {...}, train: {...}, batch_size}")),
         ("--resume-dir", dict(default=None, help="where resume checkpoints live (not a declared output)")),
     ]),
+    ("pretrain-t5", C.pretrain_t5, "pretrain the tiny T5 as a span-corruption denoiser", [
+        ("--data", dict(required=True, help="folder of canonical tables")),
+        ("--tokenizer", dict(required=True, help="tokenizer folder (its T5 flavour is saved with the backbone)")),
+        ("--out", dict(required=True, help="output backbone folder")),
+        ("--params", dict(required=True, help="JSON {arch: {...}, train: {...}, batch_size}")),
+        ("--resume-dir", dict(default=None, help="where resume checkpoints live (not a declared output)")),
+    ]),
     ("extract-features", C.extract_features, "extract CLIP grid/cls/pooled features into the feature store", [
         ("--data", dict(required=True, help="folder of canonical tables (images.arrow)")),
         ("--backbone", dict(required=True, help="CLIP folder (save_pretrained layout)")),
         ("--out", dict(required=True, help="feature-store folder")),
         ("--params", dict(default="{}", help='JSON {"batch_size": N, "shard_size": N}')),
     ]),
-    ("finetune-vlbart", C.finetune_vlbart, "multitask fine-tuning of VL-BART", [
+    ("finetune-vlbart", C.finetune_vlbart, "multitask fine-tuning of VL-BART or VL-T5", [
         ("--data", dict(required=True, help="folder of canonical tables")),
         ("--features", dict(required=True, help="feature-store folder")),
-        ("--backbone", dict(required=True, help="BART folder (save_pretrained layout)")),
+        ("--backbone", dict(required=True, help="BART or T5 folder (save_pretrained layout)")),
+        ("--family", dict(default="bart", help="encoder-decoder family of the backbone: bart or t5")),
         ("--out", dict(required=True, help="output checkpoint folder")),
         ("--method", dict(required=True, help="adaptation method (e.g. full)")),
         ("--seed", dict(type=int, required=True, help="run seed")),
         ("--params", dict(required=True, help="JSON {train: {...}, batch_size, task_weights, dropout, method_config}")),
         ("--resume-dir", dict(default=None, help="where resume checkpoints live (not a declared output)")),
     ]),
-    ("evaluate-vlbart", C.evaluate_vlbart, "evaluate a VL-BART checkpoint on the test split", [
+    ("evaluate-vlbart", C.evaluate_vlbart, "evaluate a VL-BART or VL-T5 checkpoint on the test split", [
         ("--checkpoint", dict(required=True, help="checkpoint folder written by finetune-vlbart")),
         ("--backbone", dict(default=None, help="backbone folder a PET checkpoint applies to (default: the one it recorded)")),
         ("--data", dict(required=True, help="folder of canonical tables")),

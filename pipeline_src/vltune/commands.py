@@ -83,6 +83,15 @@ def pretrain_bart(args) -> None:
     write_json(Path(args.out) / "train_log.json", result)
 
 
+def pretrain_t5(args) -> None:
+    from .backbones.t5 import pretrain_t5 as run
+
+    p = parse_params(args.params, "pretrain-t5")
+    result = run(args.data, args.tokenizer, args.out, p["arch"], _train_config(p, "pretrain-t5"),
+                 p["batch_size"], resume_dir=args.resume_dir)
+    write_json(Path(args.out) / "train_log.json", result)
+
+
 def extract_features(args) -> None:
     from .features.extract import extract_features as run
 
@@ -91,16 +100,17 @@ def extract_features(args) -> None:
 
 
 def finetune_vlbart(args) -> None:
-    from .train.multitask import METHODS, finetune_vlbart as run
+    from .train.multitask import METHODS, finetune_vl_model as run, vl_model_class
 
     if args.method not in METHODS:
         raise UserError(f"--method {args.method!r} is not one of {', '.join(METHODS)}")
+    vl_model_class(args.family)  # an unknown family fails here, before any data is read
     p = parse_params(args.params, "finetune-vlbart")
     method_config = p.get("method_config") or {}
     _check_method_config(args.method, method_config, "finetune-vlbart")
     run(args.data, args.features, args.backbone, args.out, args.method, _train_config(p, "finetune-vlbart", args.seed),
         p["batch_size"], p["task_weights"], resume_dir=args.resume_dir, dropout=p.get("dropout"),
-        method_config=method_config)
+        method_config=method_config, family=args.family)
 
 
 def _check_method_config(method: str, overrides: dict, command: str) -> None:
@@ -128,18 +138,18 @@ def params(args) -> None:
 
 
 def evaluate_vlbart(args) -> None:
-    from .evaluate.encdec import evaluate_vlbart as run
-    from .train.multitask import load_vlbart
+    from .evaluate.encdec import evaluate_vl_model as run
+    from .train.multitask import load_vl_model
 
     p = parse_params(args.params, "evaluate-vlbart")
-    model, tok, meta = load_vlbart(args.checkpoint, args.backbone)
+    model, tok, meta = load_vl_model(args.checkpoint, args.backbone)
     preds: dict | None = {} if args.predictions else None
     tasks = p.pop("tasks", ["vqa", "gqa", "nlvr2", "caption"])
     metrics = run(model, tok, args.data, args.features, tasks, save_predictions=preds, **p)
     train_log = read_json(Path(args.checkpoint) / "train_log.json")
     world = read_json(Path(args.data) / "world.json")
     record = {
-        "experiment": args.experiment, "method": meta["method"], "seed": meta["seed"],
+        "experiment": args.experiment, "family": meta["family"], "method": meta["method"], "seed": meta["seed"],
         "trainable_params": meta["trainable_params"], "total_params": meta["total_params"],
         "trainable_pct": meta["trainable_pct"], **metrics,
         "train_wall_s": train_log["wall_s"], "train_final_loss": train_log["final_loss"],

@@ -44,6 +44,8 @@ def test_shipped_configs_are_valid_and_defaults_are_filled(rel):
         (("typo_top_level",), 1, r"'typo_top_level' was unexpected"),
         (("vlpet", "dropout"), 1.5, r"1.5 is not valid under any of the given schemas"),
         (("backbones", "bart", "arch", "dropout"), -0.1, r"-0.1 is less than the minimum of 0"),
+        (("vlpet", "families"), ["bart", "gpt2"], r"'gpt2' is not one of \['bart', 't5'\]"),
+        (("backbones", "t5", "arch", "d_kv"), 0, r"0 is less than the minimum of 1"),
     ],
 )
 def test_bad_config_is_rejected_naming_the_key(path, value, expected):
@@ -59,6 +61,15 @@ def test_bad_config_is_rejected_naming_the_key(path, value, expected):
     # the key path of the offending value (or of its parent, for an unknown key)
     where = path if "unexpected" not in expected else path[:-1]
     assert "On instance" + "".join(f"[{k!r}]" for k in where) in message
+
+
+@pytest.mark.parametrize("rel", ["config/config.yaml", ".test/config/config.yaml"])
+def test_both_families_are_accepted_and_t5_gets_its_defaults(rel):
+    cfg = _load(rel)
+    cfg["vlpet"]["families"] = ["bart", "t5"]
+    validate(cfg, SCHEMA)
+    arch = cfg["backbones"]["t5"]["arch"]
+    assert (arch["relative_buckets"], arch["relative_max_distance"], arch["dropout"]) == (32, 128, 0.1)
 
 
 def _dry_run(config: dict, tmp_path: Path):

@@ -1,4 +1,4 @@
-# Backbones the pipeline pretrains itself on the world: tokenizer, tiny CLIP, tiny BART.
+# Backbones the pipeline pretrains itself on the world: tokenizer, tiny CLIP, tiny BART, tiny T5.
 
 
 # Byte-level BPE on the train split's text, saved as a PreTrainedTokenizerFast.
@@ -75,4 +75,31 @@ rule pretrain_bart:
         "../../envs/vltune.yaml"
     shell:
         "vltune --threads {threads} pretrain-bart --data {params.data:q} --tokenizer {input.tokenizer:q}"
+        " --out {output:q} --params {params.hp:q} --resume-dir {params.resume:q} > {log} 2>&1"
+
+
+# Tiny T5 pretrained as a span-corruption denoiser (unique sentinels) on the world's text.
+rule pretrain_t5:
+    input:
+        tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
+        tokenizer="resources/backbones/tokenizer",
+    output:
+        directory(f"resources/backbones/{T5}"),
+    params:
+        data=tables_dir,
+        hp=backbone_params("t5"),
+        resume=f"resume/pretrain_t5/{T5}",
+    log:
+        f"logs/pretrain_t5/{T5}.log",
+    benchmark:
+        f"benchmarks/pretrain_t5/{T5}.tsv"
+    threads: config["resources"]["threads"]
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=1,
+    conda:
+        "../../envs/vltune.yaml"
+    shell:
+        "vltune --threads {threads} pretrain-t5 --data {params.data:q} --tokenizer {input.tokenizer:q}"
         " --out {output:q} --params {params.hp:q} --resume-dir {params.resume:q} > {log} 2>&1"

@@ -31,12 +31,13 @@ DATASET = config["dataset"]
 DATA = f"resources/data/{DATASET}"
 CLIP = config["backbones"]["clip"]["name"]
 BART = config["backbones"]["bart"]["name"]
+T5 = config["backbones"]["t5"]["name"]
 FEATURES = f"resources/features/{CLIP}/{DATASET}"
 TABLES = ["images", "captions", "vqa", "gqa", "nlvr2"]
 
 
 wildcard_constraints:
-    family="[a-z0-9]+",
+    family="bart|t5",
     method="[a-z0-9_-]+",
     seed=r"\d+",
     backbone=r"[A-Za-z0-9._-]+",
@@ -54,6 +55,11 @@ def world_params():
 def backbone_params(name):
     b = config["backbones"][name]
     return as_json({"arch": b["arch"], "train": b["train"], "batch_size": b["batch_size"]})
+
+
+def family_backbone(wildcards):
+    """The pretrained LM a VL-PET run of this family fine-tunes (backbones.<family>)."""
+    return f"resources/backbones/{config['backbones'][wildcards.family]['name']}"
 
 
 def finetune_params(wildcards):

@@ -1,11 +1,11 @@
-# VL-PET experiment: VL-BART multitask fine-tuning per (family, method, seed), then evaluation.
+# VL-PET experiment: VL-BART / VL-T5 multitask fine-tuning per (family, method, seed), then evaluation.
 
 
 rule finetune_vlbart:
     input:
         tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
         features=FEATURES,
-        backbone=f"resources/backbones/{BART}",
+        backbone=family_backbone,
     output:
         checkpoint=directory("results/vlpet/{family}/{method}/seed{seed}/checkpoint"),
     params:
@@ -26,7 +26,7 @@ rule finetune_vlbart:
         "../../envs/vltune.yaml"
     shell:
         "vltune --threads {threads} finetune-vlbart --data {params.data:q} --features {input.features:q}"
-        " --backbone {input.backbone:q} --out {output.checkpoint:q} --method {wildcards.method:q}"
+        " --backbone {input.backbone:q} --family {wildcards.family:q} --out {output.checkpoint:q} --method {wildcards.method:q}"
         " --seed {wildcards.seed:q} --params {params.hp:q} --resume-dir {params.resume:q} > {log} 2>&1"
 
 
@@ -34,7 +34,7 @@ rule evaluate_vlbart:
     input:
         checkpoint="results/vlpet/{family}/{method}/seed{seed}/checkpoint",
         # A PET checkpoint holds only its trainable tensors; it is applied to this backbone.
-        backbone=f"resources/backbones/{BART}",
+        backbone=family_backbone,
         features=FEATURES,
         tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
     output:

@@ -1,1 +1,1 @@
-"""Backbones: the tokenizer and tiny CLIP/BART the pipeline pretrains itself (published ones load the same way)."""
+"""Backbones: the tokenizer and tiny CLIP/BART/T5 the pipeline pretrains itself (published ones load the same way)."""

@@ -1,7 +1,8 @@
-"""Evaluate a VL-BART checkpoint on a split: decode every task, score it, return flat metrics.
+"""Evaluate a VL-BART / VL-T5 checkpoint on a split: decode every task, score it, return flat metrics.
 
 Decoding follows seeds-spec §1(d): VQA and GQA greedy; captions beam search; NLVR2 compares the
-logits of ``true`` and ``false`` as the first answer token (no generation). Scores are percent.
+logits of ``true`` and ``false`` as the first answer token (no generation), after the family's
+answer prefix (``model.answer_prefix()``). Scores are percent.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def decode_task(model, tok, ex, bank, batch_size: int, **gen_kwargs) -> list[str
 
 @torch.inference_mode()
 def nlvr2_predictions(model, tok, ex, bank, batch_size: int) -> list[bool]:
+    # The first token of the bare word is the first answer token of both families' targets
+    # ("<s> true </s>" for BART, "true </s>" for T5); tests/evaluate/test_nlvr2_scoring.py checks it.
     true_id, false_id = (tok(w, add_special_tokens=False)["input_ids"][0] for w in ("true", "false"))
     if true_id == false_id:
         raise ValueError("the tokenizer starts 'true' and 'false' with the same token; NLVR2 cannot be scored")
@@ -46,9 +49,9 @@ def nlvr2_predictions(model, tok, ex, bank, batch_size: int) -> list[bool]:
     return preds
 
 
-def evaluate_vlbart(model, tok, data_dir: str | Path, features_dir: str | Path, tasks, split: str = "test",
-                    batch_size: int = 256, caption_beams: int = 5, caption_max_len: int = 30,
-                    answer_max_len: int = 8, save_predictions: dict | None = None) -> dict:
+def evaluate_vl_model(model, tok, data_dir: str | Path, features_dir: str | Path, tasks, split: str = "test",
+                      batch_size: int = 256, caption_beams: int = 5, caption_max_len: int = 30,
+                      answer_max_len: int = 8, save_predictions: dict | None = None) -> dict:
     """Metrics for each task in ``tasks`` on ``split``: ``{"vqa_accuracy": .., "caption_cider": .., ...}``."""
     bank = VisualBank(FeatureStore(features_dir))
     model.eval()
@@ -76,3 +79,6 @@ def evaluate_vlbart(model, tok, data_dir: str | Path, features_dir: str | Path, 
         log.info("evaluated %s on %d %s examples", task, len(ex), split)
     metrics["eval_wall_s"] = time.perf_counter() - t0
     return metrics
+
+
+evaluate_vlbart = evaluate_vl_model  # the name of the first, BART-only version

@@ -1,1 +1,1 @@
-"""Model wrappers around transformers backbones (VL-BART; later VLMo and eP-ALM)."""
+"""Model wrappers around transformers backbones (VL-BART, VL-T5; later VLMo and eP-ALM)."""

@@ -1,4 +1,4 @@
-"""Multitask fine-tuning of VL-BART (vqa, gqa, nlvr2, caption) with round-robin single-task batches.
+"""Multitask fine-tuning of VL-BART / VL-T5 (vqa, gqa, nlvr2, caption) with round-robin single-task batches.
 
 The PET seam: ``method`` names how the backbone is adapted before training (``full`` or any method
 of the ``vltune.pet`` registry); :func:`apply_method` is the one place that applies it.
@@ -13,22 +13,25 @@ import numpy as np
 import torch
 
 from ..backbones.tokenizer import VIS_EXTRA_IDS, load_tokenizer
+from ..errors import UserError
 from ..features.store import FeatureStore
-from ..models.encdec import VLBart, per_example_loss
+from ..models.encdec import VL_FAMILIES, VLEncoderDecoder, per_example_loss
 from ..pet import apply_pet, count_parameters, is_pet_dir, load_pet, method_names, save_pet
-from ..utils.io import write_json
+from ..utils.io import read_json, write_json
 from .loop import TrainConfig, train
 from .vl_tasks import VisualBank, load_task, make_batch, task_schedule
 
 log = logging.getLogger(__name__)
 
 METHODS = tuple(method_names())
+CHECKPOINT_JSON = "vl_model.json"
 PET_SUBDIR = "adapter"  # PET checkpoints keep only the trainable tensors, in <checkpoint>/adapter/
 
-__all__ = ["METHODS", "apply_method", "count_parameters", "build_vlbart", "save_vlbart", "load_vlbart", "finetune_vlbart"]
+__all__ = ["METHODS", "apply_method", "count_parameters", "build_vl_model", "save_vl_model", "load_vl_model",
+           "finetune_vl_model", "build_vlbart", "save_vlbart", "load_vlbart", "finetune_vlbart"]
 
 
-def apply_method(model: VLBart, method: str, method_config: dict | None = None) -> VLBart:
+def apply_method(model: VLEncoderDecoder, method: str, method_config: dict | None = None) -> VLEncoderDecoder:
     """Set which parameters train and inject the PET layers. ``full``: all of them train.
 
     ``method_config``: hyper-parameter overrides of the method's config (e.g. ``{"adapter_dim": 48}``);
@@ -40,20 +43,35 @@ def apply_method(model: VLBart, method: str, method_config: dict | None = None) 
     return apply_pet(model, method_config)
 
 
-def build_vlbart(backbone_dir: str | Path, feat_dim: int, dropout: float | None = None):
-    """VL-BART on a pretrained BART; ``dropout`` (if given) replaces the backbone's hidden,
-    attention and activation dropout for fine-tuning."""
-    from transformers import BartForConditionalGeneration
+def vl_model_class(family: str) -> type[VLEncoderDecoder]:
+    """The VL model class of ``family``; an unknown family is a :class:`UserError` naming the known ones."""
+    try:
+        return VL_FAMILIES.get(family)
+    except KeyError as e:
+        raise UserError(e.args[0]) from None
 
+
+def build_vl_model(family: str, backbone_dir: str | Path, feat_dim: int, dropout: float | None = None):
+    """The VL model of ``family`` ("bart", "t5") on the pretrained LM in ``backbone_dir``, and the
+    backbone's tokenizer. ``dropout`` (if given) replaces the LM's dropout rates for fine-tuning."""
+    cls = vl_model_class(family)
+    model_type = read_json(Path(backbone_dir) / "config.json").get("model_type")
+    if model_type != family:  # from_pretrained would load a foreign checkpoint with a warning only
+        raise UserError(f"{backbone_dir}: the backbone is a {model_type!r} model, not one of the {family!r} family")
     tok = load_tokenizer(backbone_dir)
-    overrides = {} if dropout is None else dict(dropout=dropout, attention_dropout=dropout, activation_dropout=dropout)
-    bart = BartForConditionalGeneration.from_pretrained(str(backbone_dir), **overrides)
-    vis_ids = tok.convert_tokens_to_ids(VIS_EXTRA_IDS)
-    return VLBart(bart, feat_dim, vis_ids), tok
+    overrides = {} if dropout is None else cls.dropout_overrides(dropout)
+    lm = cls.lm_class().from_pretrained(str(backbone_dir), **overrides)
+    return cls(lm, feat_dim, tok.convert_tokens_to_ids(VIS_EXTRA_IDS)), tok
 
 
-def save_vlbart(model: VLBart, tokenizer, out_dir: str | Path, meta: dict) -> None:
-    """Checkpoint = BART config + tokenizer + weights + ``vlbart.json``.
+def build_vlbart(backbone_dir: str | Path, feat_dim: int, dropout: float | None = None):
+    """VL-BART on a pretrained BART (:func:`build_vl_model` for the ``bart`` family)."""
+    return build_vl_model("bart", backbone_dir, feat_dim, dropout)
+
+
+def save_vl_model(model: VLEncoderDecoder, tokenizer, out_dir: str | Path, meta: dict) -> None:
+    """Checkpoint = LM config + tokenizer + weights + ``vl_model.json`` (family, feature width and
+    ``meta``), so loading needs no flag.
 
     ``full`` (or no method): all weights in ``model.safetensors``. A PET method: only its trainable
     tensors + config in ``adapter/`` (LoRA in PEFT's format); ``meta["backbone"]`` must then name
@@ -63,49 +81,55 @@ def save_vlbart(model: VLBart, tokenizer, out_dir: str | Path, meta: dict) -> No
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.bart.config.save_pretrained(out_dir)
+    model.lm.config.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     pet = getattr(model, "pet_config", None)
     if pet is None or pet.method == "full":
-        save_model(model, str(out_dir / "model.safetensors"))  # handles BART's tied embeddings
+        save_model(model, str(out_dir / "model.safetensors"))  # handles the LMs' tied embeddings
     else:
         if not meta.get("backbone"):
             raise ValueError(f"saving a {pet.method!r} checkpoint needs meta['backbone'] (its weights are not saved)")
         save_pet(model, out_dir / PET_SUBDIR)
-    write_json(out_dir / "vlbart.json", {"feat_dim": model.visual_embedding.feat_proj.in_features, **meta})
+    write_json(out_dir / CHECKPOINT_JSON,
+               {"family": model.family, "feat_dim": model.visual_embedding.feat_proj.in_features, **meta})
 
 
-def load_vlbart(ckpt_dir: str | Path, backbone_dir: str | Path | None = None) -> tuple[VLBart, object, dict]:
-    """Load a checkpoint written by :func:`save_vlbart`. A PET checkpoint is applied to the backbone
-    named by ``backbone_dir`` (default: the one recorded in ``vlbart.json``)."""
+def load_vl_model(ckpt_dir: str | Path, backbone_dir: str | Path | None = None) -> tuple[VLEncoderDecoder, object, dict]:
+    """Load a checkpoint written by :func:`save_vl_model`; one with only the first version's
+    ``vlbart.json`` is a BART one. A PET checkpoint is applied to the backbone named by
+    ``backbone_dir`` (default: the one recorded in its JSON)."""
     from safetensors.torch import load_model
-    from transformers import BartConfig, BartForConditionalGeneration
-
-    from ..utils.io import read_json
+    from transformers import AutoConfig
 
     ckpt_dir = Path(ckpt_dir)
-    meta = read_json(ckpt_dir / "vlbart.json")
+    meta_path = ckpt_dir / CHECKPOINT_JSON
+    if not meta_path.exists() and (ckpt_dir / "vlbart.json").exists():
+        meta_path = ckpt_dir / "vlbart.json"
+    meta = {"family": "bart", **read_json(meta_path)}
+    cls = vl_model_class(meta["family"])
     tok = load_tokenizer(ckpt_dir)
     if is_pet_dir(ckpt_dir / PET_SUBDIR):
         backbone = backbone_dir or meta.get("backbone")
         if not backbone or not Path(backbone).is_dir():
             raise FileNotFoundError(f"{ckpt_dir}: PET checkpoint needs its backbone folder, {backbone!r} not found")
-        model, _ = build_vlbart(backbone, meta["feat_dim"], meta.get("dropout"))
+        model, _ = build_vl_model(meta["family"], backbone, meta["feat_dim"], meta.get("dropout"))
         load_pet(model, ckpt_dir / PET_SUBDIR)
         return model.eval(), tok, meta
-    bart = BartForConditionalGeneration(BartConfig.from_pretrained(str(ckpt_dir)))
-    model = VLBart(bart, meta["feat_dim"], tok.convert_tokens_to_ids(VIS_EXTRA_IDS))
+    lm = cls.lm_class()(AutoConfig.from_pretrained(str(ckpt_dir)))
+    model = cls(lm, meta["feat_dim"], tok.convert_tokens_to_ids(VIS_EXTRA_IDS))
     load_model(model, str(ckpt_dir / "model.safetensors"))
     return model.eval(), tok, meta
 
 
-def finetune_vlbart(data_dir, features_dir, backbone_dir, out_dir, method: str, train_cfg: TrainConfig,
-                    batch_size: int, task_weights: dict[str, int], resume_dir=None,
-                    dropout: float | None = None, method_config: dict | None = None) -> dict:
+def finetune_vl_model(data_dir, features_dir, backbone_dir, out_dir, method: str, train_cfg: TrainConfig,
+                      batch_size: int, task_weights: dict[str, int], resume_dir=None,
+                      dropout: float | None = None, family: str = "bart", method_config: dict | None = None) -> dict:
+    """Multitask fine-tuning of the ``family`` VL model on ``backbone_dir``; writes the checkpoint
+    and ``train_log.json`` into ``out_dir`` and returns the training summary + parameter counts."""
     store = FeatureStore(features_dir)
     bank = VisualBank(store)
     torch.manual_seed(train_cfg.seed)  # the new modules' init depends on the run seed only
-    model, tok = build_vlbart(backbone_dir, bank.dim, dropout)
+    model, tok = build_vl_model(family, backbone_dir, bank.dim, dropout)
     apply_method(model, method, method_config)
     data = {t: load_task(data_dir, t, "train", tok) for t in task_weights}
     for t, ex in data.items():
@@ -121,9 +145,13 @@ def finetune_vlbart(data_dir, features_dir, backbone_dir, out_dir, method: str, 
     def loss_fn(m, b):
         return (per_example_loss(m, b) * b["weights"]).mean()
 
-    result = train(model, batch_fn, loss_fn, train_cfg, resume_dir=resume_dir, desc=f"finetune_vlbart[{method}]")
+    result = train(model, batch_fn, loss_fn, train_cfg, resume_dir=resume_dir, desc=f"finetune_vl{family}[{method}]")
     params = count_parameters(model)
-    save_vlbart(model, tok, out_dir, {"method": method, "seed": train_cfg.seed, "features": str(features_dir), "dropout": dropout,
-                                      "backbone": str(backbone_dir), **params})
+    save_vl_model(model, tok, out_dir, {"method": method, "seed": train_cfg.seed, "features": str(features_dir),
+                                        "dropout": dropout, "backbone": str(backbone_dir), **params})
     write_json(Path(out_dir) / "train_log.json", {**result, **params})
     return {**result, **params}
+
+
+# The names of the first, BART-only version.
+save_vlbart, load_vlbart, finetune_vlbart = save_vl_model, load_vl_model, finetune_vl_model

@@ -40,16 +40,19 @@ def test_summary_has_one_row_per_run_and_baseline(pipeline_run):
     for col in ("vqa_accuracy", "gqa_accuracy", "nlvr2_accuracy", "caption_cider", "caption_bleu4",
                 "caption_meteor", "caption_rouge_l"):
         assert col in df.columns
-    runs = df[df.experiment == "vlpet"]
-    assert sorted(runs.seed.tolist()) == [1, 1, 2, 2] and set(runs.method) == {"full", "vlpet-large"}
-    full, pet = runs[runs.method == "full"], runs[runs.method == "vlpet-large"]
-    assert (full.trainable_pct == 100.0).all() and (full.trainable_params == full.total_params).all()
-    # a PET run trains a small share of a bigger model (its layers are added to the same backbone)
-    assert (pet.trainable_pct < 50).all() and (pet.total_params > full.total_params.iloc[0]).all()
+    assert set(df.experiment) == {"baselines", "vlpet-bart", "vlpet-t5"}  # one experiment per family
+    for family in ("bart", "t5"):
+        runs = df[df.experiment == f"vlpet-{family}"]
+        assert sorted(runs.seed.tolist()) == [1, 1, 2, 2] and set(runs.method) == {"full", "vlpet-large"}
+        full, pet = runs[runs.method == "full"], runs[runs.method == "vlpet-large"]
+        assert (full.trainable_pct == 100.0).all() and (full.trainable_params == full.total_params).all()
+        # a PET run trains a small share of a bigger model (its layers are added to the same backbone)
+        assert (pet.trainable_pct < 50).all() and (pet.total_params > full.total_params.iloc[0]).all()
     assert set(df[df.experiment == "baselines"].method) == {"majority_type", "majority_overall", "constant_caption"}
     assert runs[["vqa_accuracy", "gqa_accuracy", "nlvr2_accuracy"]].apply(lambda s: s.between(0, 100)).all().all()
     md = (pipeline_run / "results/report/summary.md").read_text()
-    assert md.count("| full |") == 1 and md.count("| vlpet-large |") == 1
+    assert md.count("| full |") == 2 and md.count("| vlpet-large |") == 2  # a table per family
+    assert "### vlpet-bart" in md and "### vlpet-t5" in md
     # declared outputs only: resume checkpoints are gone once a run finished
     assert not any((pipeline_run / "resume").glob("**/step-*"))
 
@@ -59,7 +62,8 @@ def test_nothing_left_to_do_and_rerun_reproduces_metrics(pipeline_run):
     dry = snakemake(pipeline_run, "-n", "all")
     assert "Nothing to be done" in dry.stdout + dry.stderr
     # full (every weight saved) and a PET method (only its tensors, re-applied to the backbone)
-    targets = ["results/vlpet/bart/full/seed1/metrics.json", "results/vlpet/bart/vlpet-large/seed1/metrics.json"]
+    targets = ["results/vlpet/bart/full/seed1/metrics.json", "results/vlpet/bart/vlpet-large/seed1/metrics.json",
+               "results/vlpet/t5/vlpet-large/seed1/metrics.json"]
     before = [json.loads((pipeline_run / t).read_text()) for t in targets]
     snakemake(pipeline_run, "--forcerun", "finetune_vlbart", *targets)
     after = [json.loads((pipeline_run / t).read_text()) for t in targets]

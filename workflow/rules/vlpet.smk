@@ -42,6 +42,8 @@ rule evaluate_vlbart:
         predictions="results/vlpet/{family}/{method}/seed{seed}/predictions.json",
     params:
         data=tables_dir,
+        # One experiment per family in the report, like the paper's VL-BART and VL-T5 tables.
+        experiment="vlpet-{family}",
         hp=evaluate_params,
     log:
         "logs/evaluate_vlbart/{family}/{method}/seed{seed}.log",
@@ -57,5 +59,5 @@ rule evaluate_vlbart:
     shell:
         "vltune --threads {threads} evaluate-vlbart --checkpoint {input.checkpoint:q} --backbone {input.backbone:q}"
         " --data {params.data:q}"
-        " --features {input.features:q} --experiment vlpet --params {params.hp:q}"
+        " --features {input.features:q} --experiment {params.experiment:q} --params {params.hp:q}"
         " --out {output.metrics:q} --predictions {output.predictions:q} > {log} 2>&1"

@@ -87,26 +87,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(args, device: torch.device):
-    """The planner preset's VL-BART with random weights on ``device`` (what ``build_meta_model``
-    builds, but allocated, so it can train)."""
-    from transformers import BartConfig, BartForConditionalGeneration
-
-    from vltune.models.encdec import VLBart
-    from vltune.pet.planner import ARCH_PRESETS
+    """The planner preset's VL-BART with random weights on ``device`` (allocated, so it can train)."""
+    from vltune.pet.planner import ARCH_PRESETS, build_preset_model
 
     preset = ARCH_PRESETS.get(args.arch)
     if preset is None or preset.family != "bart":
         bart = sorted(k for k, v in ARCH_PRESETS.items() if v.family == "bart")
         raise SystemExit(f"--arch {args.arch!r}: only BART-family presets can train here ({', '.join(bart)})")
-    config = {**preset.config, **args.arch_override}
-    vocab, feat_dim = config["vocab_size"], args.feat_dim or preset.feat_dim
+    vocab = {**preset.config, **args.arch_override}["vocab_size"]
+    feat_dim = args.feat_dim or preset.feat_dim
     if args.vis_len > preset.n_vis_tokens:
         raise SystemExit(f"--vis-len {args.vis_len} > the preset's {preset.n_vis_tokens} <vis_extra_id_*> tokens")
     torch.manual_seed(args.seed)
-    with torch.device(device):
-        bart = BartForConditionalGeneration(BartConfig(**config))
-        # Same <vis_extra_id_k> rows as planner.build_meta_model: row V-1-k of the vocabulary.
-        model = VLBart(bart, feat_dim, [vocab - 1 - k for k in range(preset.n_vis_tokens)])
+    model = build_preset_model(args.arch, device, args.arch_override, feat_dim)
     return model, vocab - preset.n_vis_tokens, feat_dim
 
 

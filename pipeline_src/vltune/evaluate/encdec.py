@@ -80,5 +80,3 @@ def evaluate_vl_model(model, tok, data_dir: str | Path, features_dir: str | Path
     metrics["eval_wall_s"] = time.perf_counter() - t0
     return metrics
 
-
-evaluate_vlbart = evaluate_vl_model  # the name of the first, BART-only version

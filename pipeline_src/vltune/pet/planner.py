@@ -70,23 +70,32 @@ class PlannerVLT5(nn.Module):
         self.encoder_prompt: nn.Module | None = None
 
 
-def build_meta_model(arch: str) -> nn.Module:
-    """The VL model of preset ``arch`` with every tensor on the meta device."""
+def build_preset_model(arch: str, device: str | torch.device = "meta", config_overrides: Mapping[str, Any] | None = None,
+                       feat_dim: int | None = None) -> nn.Module:
+    """The VL model of preset ``arch`` (its HF config updated by ``config_overrides``) on ``device``:
+    the meta device to count parameters, a real one for random-weight benchmarks."""
     try:
         preset = ARCH_PRESETS[arch]
     except KeyError:
         raise ValueError(f"unknown arch {arch!r}; presets: {', '.join(sorted(ARCH_PRESETS))}") from None
-    vocab = preset.config["vocab_size"]
-    with torch.device("meta"):
+    config = {**preset.config, **(config_overrides or {})}
+    feat_dim = feat_dim or preset.feat_dim
+    with torch.device(device):
         if preset.family == "bart":
             from transformers import BartConfig, BartForConditionalGeneration
 
-            bart = BartForConditionalGeneration(BartConfig(**preset.config))
+            bart = BartForConditionalGeneration(BartConfig(**config))
             # <vis_extra_id_k> is row V-1-k of the resized table (seeds-spec §1(b) item 3).
-            return VLBart(bart, preset.feat_dim, [vocab - 1 - k for k in range(preset.n_vis_tokens)])
+            vocab = config["vocab_size"]
+            return VLBart(bart, feat_dim, [vocab - 1 - k for k in range(preset.n_vis_tokens)])
         from transformers import T5Config, T5ForConditionalGeneration
 
-        return PlannerVLT5(T5ForConditionalGeneration(T5Config(**preset.config)), preset.feat_dim)
+        return PlannerVLT5(T5ForConditionalGeneration(T5Config(**config)), feat_dim)
+
+
+def build_meta_model(arch: str) -> nn.Module:
+    """The VL model of preset ``arch`` with every tensor on the meta device."""
+    return build_preset_model(arch, "meta")
 
 
 def plan_parameters(arch: str, method: str | Mapping[str, Any] | PetConfig) -> dict[str, int | float]:

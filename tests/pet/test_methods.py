@@ -14,7 +14,7 @@ from vltune.pet import apply_pet, method_names
 from vltune.pet.layers import Bottleneck
 from vltune.pet.vlpet.layer import LargeGate, MiddleXGate, MiddleYGate, SmallGate, VLPetSubLayer
 
-from tiny_models import make_batch, make_t5, make_vlbart, vl_logits
+from tiny_models import make_batch, make_t5, make_vlbart, make_vlt5, vl_logits
 
 VLPET = ["vlpet-large", "vlpet-middlex", "vlpet-middley", "vlpet-small"]
 NEEDS_PEFT = {"lora"}
@@ -68,6 +68,24 @@ def test_zero_modification_keeps_t5_outputs(method):
     with torch.no_grad():
         out, ref = (m(input_ids=ids, decoder_input_ids=ids[:, :4]).logits for m in (model, base))
     assert torch.equal(out, ref)
+
+
+def test_prompt_tuning_on_vlt5_enters_the_encoder_and_trains_alone():
+    """VL-T5 has the same prompt slot as VL-BART: an empty prompt is the identity, a real one changes
+    the outputs (the prompt joins the text's relative position bias), and only it (and the visual
+    embedding, trained by every PET method) gets gradients."""
+    batch = make_batch(n_images=2)
+    base = make_vlt5()
+    ref = vl_logits(base, batch)
+    assert torch.equal(vl_logits(apply_pet(make_vlt5(), {"method": "prompt", "length": 0}), batch), ref)
+    model = apply_pet(make_vlt5(), {"method": "prompt", "length": 3})
+    assert not torch.allclose(vl_logits(model, batch), ref)
+    model.train()
+    model(batch["input_ids"], batch["attention_mask"], batch["vis_feats"], batch["vis_order"],
+          labels=batch["labels"]).loss.backward()
+    got = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert any(n.startswith("encoder_prompt.") for n in got), got
+    assert all(n.startswith(("encoder_prompt.", "visual_embedding.")) for n in got), got
 
 
 def test_modification_changes_outputs():

@@ -34,6 +34,12 @@ def make_t5(seed: int = 0):
     return T5ForConditionalGeneration(cfg).eval()
 
 
+def make_vlt5(seed: int = 0):
+    from vltune.models.encdec import VLT5
+
+    return VLT5(make_t5(seed), FEAT_DIM, list(range(VOCAB - N_VIS, VOCAB))).eval()
+
+
 def make_batch(seed: int = 1, n_images: int = 1) -> dict:
     g = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(3, VOCAB - N_VIS, (2, 7), generator=g)

@@ -92,3 +92,28 @@ def test_bad_train_config_names_the_field():
         TrainConfig(steps=0)
     with pytest.raises(ValueError, match="mixed_precision"):
         TrainConfig(steps=1, mixed_precision="fp8")
+    with pytest.raises(ValueError, match="no_decay must be one of"):
+        TrainConfig(steps=1, no_decay="norms")
+
+
+def test_no_decay_name_filter_is_the_vlpet_codes():
+    """seeds-spec §1(f) item 8: the reference exempts names with 'bias' or 'LayerNorm.weight' only, so
+    BART's `*_layer_norm.weight` and middleY's `z` are decayed; the default exempts every 1-D tensor."""
+    from transformers import BartConfig, BartModel
+
+    from vltune.train.loop import make_optimizer
+
+    model = BartModel(BartConfig(vocab_size=20, d_model=8, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                                 decoder_attention_heads=2, encoder_ffn_dim=8, decoder_ffn_dim=8, max_position_embeddings=8))
+    model.register_parameter("z", torch.nn.Parameter(torch.zeros(8)))  # a middleY-like 1-D vector
+    names = {id(p): n for n, p in model.named_parameters()}
+
+    def undecayed(rule):
+        groups = make_optimizer(model, TrainConfig(steps=1, no_decay=rule)).param_groups
+        return {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+
+    ref = undecayed("name")
+    assert ref == {n for n in names.values() if n.endswith("bias")}
+    assert "encoder.layers.0.self_attn_layer_norm.weight" not in ref and "z" not in ref
+    std = undecayed("bias_and_norm")
+    assert {"z", "encoder.layers.0.self_attn_layer_norm.weight", "encoder.layernorm_embedding.weight"} <= std

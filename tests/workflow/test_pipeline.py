@@ -62,8 +62,9 @@ def test_nothing_left_to_do_and_rerun_reproduces_metrics(pipeline_run):
     dry = snakemake(pipeline_run, "-n", "all")
     assert "Nothing to be done" in dry.stdout + dry.stderr
     # full (every weight saved) and a PET method (only its tensors, re-applied to the backbone)
-    targets = ["results/vlpet/bart/full/seed1/metrics.json", "results/vlpet/bart/vlpet-large/seed1/metrics.json",
-               "results/vlpet/t5/vlpet-large/seed1/metrics.json"]
+    targets = ["results/vlpet/bart/full/steps10/seed1/metrics.json",
+               "results/vlpet/bart/vlpet-large/steps10/seed1/metrics.json",
+               "results/vlpet/t5/vlpet-large/steps10/seed1/metrics.json"]
     before = [json.loads((pipeline_run / t).read_text()) for t in targets]
     snakemake(pipeline_run, "--forcerun", "finetune_vlbart", *targets)
     after = [json.loads((pipeline_run / t).read_text()) for t in targets]

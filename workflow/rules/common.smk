@@ -40,6 +40,7 @@ wildcard_constraints:
     family="bart|t5",
     method="[a-z0-9_-]+",
     seed=r"\d+",
+    steps=r"\d+",
     backbone=r"[A-Za-z0-9._-]+",
 
 
@@ -64,22 +65,53 @@ def family_backbone(wildcards):
 
 def finetune_params(wildcards):
     v = config["vlpet"]
-    keys = ("train", "batch_size", "task_weights", "dropout")
-    return as_json({**{k: v[k] for k in keys}, "method_config": v["method_configs"].get(wildcards.method, {})})
+    keys = ("batch_size", "task_weights", "dropout")
+    return as_json({**{k: v[k] for k in keys}, "train": {**v["train"], "steps": int(wildcards.steps)},
+                    "method_config": v["method_configs"].get(wildcards.method, {})})
+
+
+def finetune_threads(wildcards):
+    """Short-budget runs take one core each, so two of them share the machine at once."""
+    v = config["vlpet"]
+    short = int(wildcards.steps) != v["train"]["steps"]
+    return v["short"]["threads"] if short else config["resources"]["threads"]
+
+
+def vlpet_experiment(wildcards):
+    """`vlpet-<family>` at the main budget; runs at another budget form their own experiment
+    (`vlpet-<family>-<steps>steps`), so the report never compares runs of unequal length."""
+    main = int(wildcards.steps) == config["vlpet"]["train"]["steps"]
+    return f"vlpet-{wildcards.family}" + ("" if main else f"-{wildcards.steps}steps")
 
 
 def evaluate_params(wildcards):
     return as_json({**config["evaluate"], "tasks": sorted(config["vlpet"]["task_weights"])})
 
 
+def vlpet_budgets():
+    """(steps, methods) pairs: the main budget (vlpet.train.steps, vlpet.methods) and, when it lists
+    methods, the short one (vlpet.short)."""
+    v = config["vlpet"]
+    budgets = [(v["train"]["steps"], v["methods"])]
+    if v["short"]["methods"]:
+        budgets.append((v["short"]["steps"], v["short"]["methods"]))
+    return budgets
+
+
 def vlpet_metrics():
     v = config["vlpet"]
-    return expand(
-        "results/vlpet/{family}/{method}/seed{seed}/metrics.json",
-        family=v["families"],
-        method=v["methods"],
-        seed=v["seeds"],
-    )
+    paths = [
+        path
+        for steps, methods in vlpet_budgets()
+        for path in expand(
+            "results/vlpet/{family}/{method}/steps{steps}/seed{seed}/metrics.json",
+            family=v["families"],
+            method=methods,
+            steps=steps,
+            seed=v["seeds"],
+        )
+    ]
+    return list(dict.fromkeys(paths))  # a short budget equal to the main one adds nothing
 
 
 def report_inputs():

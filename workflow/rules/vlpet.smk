@@ -1,4 +1,5 @@
-# VL-PET experiment: VL-BART / VL-T5 multitask fine-tuning per (family, method, seed), then evaluation.
+# VL-PET experiment: VL-BART / VL-T5 multitask fine-tuning per (family, method, training steps, seed),
+# then evaluation. The steps are in the path so a short-budget run never overwrites a full-length one.
 
 
 rule finetune_vlbart:
@@ -7,17 +8,17 @@ rule finetune_vlbart:
         features=FEATURES,
         backbone=family_backbone,
     output:
-        checkpoint=directory("results/vlpet/{family}/{method}/seed{seed}/checkpoint"),
+        checkpoint=directory("results/vlpet/{family}/{method}/steps{steps}/seed{seed}/checkpoint"),
     params:
         data=tables_dir,
         hp=finetune_params,
         # Resume state lives outside the declared outputs: Snakemake deletes those before a re-run.
-        resume="resume/finetune_vlbart/{family}/{method}/seed{seed}",
+        resume="resume/finetune_vlbart/{family}/{method}/steps{steps}/seed{seed}",
     log:
-        "logs/finetune_vlbart/{family}/{method}/seed{seed}.log",
+        "logs/finetune_vlbart/{family}/{method}/steps{steps}/seed{seed}.log",
     benchmark:
-        "benchmarks/finetune_vlbart/{family}/{method}/seed{seed}.tsv"
-    threads: config["resources"]["threads"]
+        "benchmarks/finetune_vlbart/{family}/{method}/steps{steps}/seed{seed}.tsv"
+    threads: finetune_threads
     resources:
         mem_mb=config["resources"]["mem_mb"],
         runtime=config["resources"]["runtime"],
@@ -32,24 +33,24 @@ rule finetune_vlbart:
 
 rule evaluate_vlbart:
     input:
-        checkpoint="results/vlpet/{family}/{method}/seed{seed}/checkpoint",
+        checkpoint="results/vlpet/{family}/{method}/steps{steps}/seed{seed}/checkpoint",
         # A PET checkpoint holds only its trainable tensors; it is applied to this backbone.
         backbone=family_backbone,
         features=FEATURES,
         tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
     output:
-        metrics="results/vlpet/{family}/{method}/seed{seed}/metrics.json",
-        predictions="results/vlpet/{family}/{method}/seed{seed}/predictions.json",
+        metrics="results/vlpet/{family}/{method}/steps{steps}/seed{seed}/metrics.json",
+        predictions="results/vlpet/{family}/{method}/steps{steps}/seed{seed}/predictions.json",
     params:
         data=tables_dir,
-        # One experiment per family in the report, like the paper's VL-BART and VL-T5 tables.
-        experiment="vlpet-{family}",
+        # One experiment per family (and budget) in the report, like the paper's VL-BART and VL-T5 tables.
+        experiment=vlpet_experiment,
         hp=evaluate_params,
     log:
-        "logs/evaluate_vlbart/{family}/{method}/seed{seed}.log",
+        "logs/evaluate_vlbart/{family}/{method}/steps{steps}/seed{seed}.log",
     benchmark:
-        "benchmarks/evaluate_vlbart/{family}/{method}/seed{seed}.tsv"
-    threads: config["resources"]["threads"]
+        "benchmarks/evaluate_vlbart/{family}/{method}/steps{steps}/seed{seed}.tsv"
+    threads: finetune_threads
     resources:
         mem_mb=config["resources"]["mem_mb"],
         runtime=config["resources"]["runtime"],

@@ -78,6 +78,17 @@ class VLEncoderDecoder(nn.Module):
         self.config = self.lm.config
         self.visual_embedding = VisualEmbedding(feat_dim, self.config.d_model, norm=norm)
         self.register_buffer("vis_token_ids", torch.tensor(vis_token_ids, dtype=torch.long), persistent=False)
+        # Prompt tuning's slot (vltune.pet "prompt"): a module returning (B, n, d) vectors that go
+        # before the text; None = no prompt.
+        self.encoder_prompt: nn.Module | None = None
+
+    def _prepend_prompt(self, text: torch.Tensor, attention_mask: torch.Tensor):
+        """``[prompt ; text]`` and its mask when an ``encoder_prompt`` is installed."""
+        if self.encoder_prompt is None:
+            return text, attention_mask
+        prompt = self.encoder_prompt(len(text)).to(text.dtype)
+        mask = torch.cat([attention_mask.new_ones(prompt.shape[:2]), attention_mask], dim=1)
+        return torch.cat([prompt, text], dim=1), mask
 
     @property
     def lm(self) -> nn.Module:
@@ -161,9 +172,6 @@ class VLBart(VLEncoderDecoder):
         super().__init__()
         self.bart = bart
         self._setup(feat_dim, vis_token_ids, nn.LayerNorm)
-        # Prompt tuning's slot (vltune.pet "prompt"): a module returning (B, n, d) vectors that go
-        # before the text; None = no prompt. (VL-T5 has no slot yet: prompt tuning is BART-only.)
-        self.encoder_prompt: nn.Module | None = None
 
     @staticmethod
     def lm_class() -> type:
@@ -182,10 +190,8 @@ class VLBart(VLEncoderDecoder):
         enc = self.bart.get_encoder()
         text = enc.embed_tokens(input_ids)
         text = text + enc.embed_positions(text[:, :, -1]).to(text.device)
-        if self.encoder_prompt is not None:  # as VL-Adapter: after the positions, inside the embedding LN
-            prompt = self.encoder_prompt(len(input_ids)).to(text.dtype)
-            text = torch.cat([prompt, text], dim=1)
-            attention_mask = torch.cat([attention_mask.new_ones(prompt.shape[:2]), attention_mask], dim=1)
+        # As VL-Adapter: the prompt goes after the positions, inside the embedding LayerNorm.
+        text, attention_mask = self._prepend_prompt(text, attention_mask)
         text = enc.layernorm_embedding(text)
         vis = self.visual_tokens(enc.embed_tokens, vis_feats, vis_order, text.dtype)
         hidden = torch.cat([text, vis], dim=1)
@@ -237,8 +243,10 @@ class VLT5(VLEncoderDecoder):
         return dict(dropout_rate=p)
 
     def encode(self, input_ids, attention_mask, vis_feats, vis_order) -> tuple[BaseModelOutput, torch.Tensor]:
+        """``[text ; visual]`` (``[prompt ; text ; visual]`` with an ``encoder_prompt``) through T5's
+        encoder blocks; the prompt takes part in the text's relative position bias."""
         enc = self.t5.get_encoder()
-        text = enc.embed_tokens(input_ids)
+        text, attention_mask = self._prepend_prompt(enc.embed_tokens(input_ids), attention_mask)
         vis = self.visual_tokens(enc.embed_tokens, vis_feats, vis_order, text.dtype)
         hidden = enc.dropout(torch.cat([text, vis], dim=1))
         joint_mask = self.joint_mask(attention_mask, vis_order)

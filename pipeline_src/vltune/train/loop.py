@@ -28,6 +28,12 @@ from .checkpoint import clear_checkpoints, load_latest, save_checkpoint
 log = logging.getLogger(__name__)
 
 
+NO_DECAY_RULES = {
+    "bias_and_norm": lambda name, p: p.ndim < 2,
+    "name": lambda name, p: "bias" in name or "LayerNorm.weight" in name,
+}
+
+
 @dataclass
 class TrainConfig:
     # budget
@@ -44,6 +50,11 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between resume checkpoints; 0 = none
     log_every: int = 50  # steps between loss log lines
     mixed_precision: str = "auto"  # "auto" = bf16 on CUDA, fp32 on CPU; or "no" / "bf16"
+    # Which parameters AdamW does not decay: "bias_and_norm" (every 1-D tensor: biases and norm
+    # weights, standard practice) or "name" (the VL-Adapter/VL-PET code's name filter: names holding
+    # "bias" or "LayerNorm.weight"; BART's `*_layer_norm.weight` and VL-PET's middleY z are decayed,
+    # seeds-spec §1(f) item 8).
+    no_decay: str = "bias_and_norm"
 
     def __post_init__(self):
         if self.steps < 1:
@@ -52,6 +63,8 @@ class TrainConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.mixed_precision not in ("auto", "no", "bf16"):
             raise ValueError(f"mixed_precision must be auto|no|bf16, got {self.mixed_precision!r}")
+        if self.no_decay not in NO_DECAY_RULES:
+            raise ValueError(f"no_decay must be one of {sorted(NO_DECAY_RULES)}, got {self.no_decay!r}")
         self.betas = tuple(self.betas)
 
 
@@ -62,11 +75,10 @@ def step_seed(seed: int, step: int) -> int:
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
+    exempt = NO_DECAY_RULES[cfg.no_decay]
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        # Biases and 1-D norm weights are not decayed (standard AdamW practice).
-        (no_decay if p.ndim < 2 else decay).append(p)
+        if p.requires_grad:
+            (no_decay if exempt(name, p) else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
 

@@ -63,3 +63,17 @@ def test_method_averages_and_pareto_plot(tmp_path):
     assert avg.loc[0, "avg"] == pytest.approx(98.0) and avg.loc[0, "avg_std"] == pytest.approx(4.2426, abs=1e-3)
     assert avg.loc[0, "trainable_pct"] == 25.0
     assert (tmp_path / "report/pareto.png").stat().st_size > 1000
+
+
+def test_markdown_rows_follow_trainable_share_like_the_papers(tmp_path):
+    """full (100 %) first, then methods by decreasing trainable share, ties by name."""
+    paths = []
+    for i, (method, pct) in enumerate([("bitfit", 1.2), ("adapter", 4.2), ("full", 100.0), ("lora", 4.2)]):
+        p = tmp_path / f"{method}.json"
+        p.write_text(json.dumps({"experiment": "vlpet", "method": method, "seed": 1, "trainable_params": 1,
+                                 "total_params": 2, "trainable_pct": pct, "vqa_accuracy": 50.0 + i}))
+        paths.append(p)
+    write_report(paths, tmp_path / "report")
+    md = (tmp_path / "report/summary.md").read_text()
+    rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ") and "method" not in line]
+    assert rows == ["full", "adapter", "lora", "bitfit"]

@@ -65,7 +65,11 @@ def markdown_tables(df: pd.DataFrame) -> str:
         lines = [f"### {experiment}", ""]
         header = ["method", "seeds", "Params %"] + [PRETTY[c] for c in cols] + (["Avg"] if len(cols) > 1 else [])
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for method, g in group.groupby("method", sort=True):
+        # Like the papers' tables: full fine-tuning first, then by trainable share (ties by name).
+        order = group.groupby("method")["trainable_pct"].mean().fillna(-1).reset_index()
+        order = order.sort_values(["trainable_pct", "method"], ascending=[False, True], kind="stable")["method"]
+        for method in order:
+            g = group[group["method"] == method]
             pct = g["trainable_pct"].dropna()
             cells = [str(method), str(g["seed"].notna().sum() or "–"), f"{pct.iloc[0]:.2f}" if len(pct) else "–"]
             cells += [_mean_std(g[c]) for c in cols]

@@ -70,11 +70,10 @@ def finetune_params(wildcards):
                     "method_config": v["method_configs"].get(wildcards.method, {})})
 
 
-def finetune_threads(wildcards):
-    """Short-budget runs take one core each, so two of them share the machine at once."""
-    v = config["vlpet"]
-    short = int(wildcards.steps) != v["train"]["steps"]
-    return v["short"]["threads"] if short else config["resources"]["threads"]
+def main_budget_first(wildcards):
+    """Scheduling priority: a main-budget run is the DAG's longest job, so it starts first and the
+    short runs fill the other cores around it."""
+    return 1 if int(wildcards.steps) == config["vlpet"]["train"]["steps"] else 0
 
 
 def vlpet_experiment(wildcards):

@@ -18,7 +18,8 @@ rule finetune_vlbart:
         "logs/finetune_vlbart/{family}/{method}/steps{steps}/seed{seed}.log",
     benchmark:
         "benchmarks/finetune_vlbart/{family}/{method}/steps{steps}/seed{seed}.tsv"
-    threads: finetune_threads
+    threads: config["resources"]["threads"]
+    priority: main_budget_first
     resources:
         mem_mb=config["resources"]["mem_mb"],
         runtime=config["resources"]["runtime"],
@@ -50,7 +51,7 @@ rule evaluate_vlbart:
         "logs/evaluate_vlbart/{family}/{method}/steps{steps}/seed{seed}.log",
     benchmark:
         "benchmarks/evaluate_vlbart/{family}/{method}/steps{steps}/seed{seed}.tsv"
-    threads: finetune_threads
+    threads: config["resources"]["threads"]
     resources:
         mem_mb=config["resources"]["mem_mb"],
         runtime=config["resources"]["runtime"],

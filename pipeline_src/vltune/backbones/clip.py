@@ -83,5 +83,7 @@ def pretrain_clip(data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str 
 @torch.no_grad()
 def _in_batch_r1(model, batch: dict) -> float:
     """Image→text R@1 inside one training batch: a cheap sanity number for the log."""
-    out = model(**batch)
-    return float((out.logits_per_image.argmax(1) == torch.arange(len(out.logits_per_image))).float().mean())
+    device = next(model.parameters()).device  # the model is where training left it (the GPU, if any)
+    out = model(**{k: v.to(device) for k, v in batch.items()})
+    logits = out.logits_per_image
+    return float((logits.argmax(1) == torch.arange(len(logits), device=device)).float().mean())

@@ -82,6 +82,14 @@ SUBCOMMANDS = [
         ("--data", dict(required=True, help="folder of canonical tables")),
         ("--out", dict(required=True, help="baselines metrics.json to write")),
     ]),
+    ("merge", C.merge, "merge N safetensors state dicts with the same names (lazy, one tensor at a time)", [
+        ("--method", dict(required=True, help="merge method: average, interpolation, arithmetic, ties, dare, regmean")),
+        ("--inputs", dict(nargs="+", required=True, help="safetensors files to merge (same tensor names and shapes)")),
+        ("--base", dict(default=None, help="base/central weights for arithmetic, ties, dare (task vectors = input - base)")),
+        ("--grams", dict(nargs="+", default=None, help="RegMean: one Gram safetensors per input, keyed by Linear module name")),
+        ("--param", dict(nargs="*", default=[], metavar="K=V", help="method parameters, e.g. ratio=0.3 lambda=0.5 alpha=0.9")),
+        ("--out", dict(required=True, help="merged safetensors file to write")),
+    ]),
     ("report", C.report, "summary.csv, Markdown table and plots from metrics.json files", [
         ("--metrics", dict(nargs="+", required=True, help="metrics.json files of runs and baselines")),
         ("--out-dir", dict(required=True, help="report folder")),

@@ -220,7 +220,7 @@ def merging_plot(df: pd.DataFrame, path: Path) -> None:
         ax.set_xlabel(label)
         ax.set_ylabel("score (%)")
         ax.set_title(f"{family} (dashed: agnostic baseline)", fontsize=9)
-        if ax.lines:
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -12,6 +12,7 @@ import sys
 
 from . import __version__
 from . import commands as C
+from . import merging_commands as M
 from .errors import UserError
 
 SUBCOMMANDS = [
@@ -81,6 +82,54 @@ SUBCOMMANDS = [
     ("baselines", C.baselines, "majority-answer and constant-caption baselines", [
         ("--data", dict(required=True, help="folder of canonical tables")),
         ("--out", dict(required=True, help="baselines metrics.json to write")),
+    ]),
+    ("merge", C.merge, "merge N safetensors state dicts with the same names (lazy, one tensor at a time)", [
+        ("--method", dict(required=True, help="merge method: average, interpolation, arithmetic, ties, dare, regmean")),
+        ("--inputs", dict(nargs="+", required=True, help="safetensors files to merge (same tensor names and shapes)")),
+        ("--base", dict(default=None, help="base/central weights for arithmetic, ties, dare (task vectors = input - base)")),
+        ("--grams", dict(nargs="+", default=None, help="RegMean: one Gram safetensors per input, keyed by Linear module name")),
+        ("--param", dict(nargs="*", default=[], metavar="K=V", help="method parameters, e.g. ratio=0.3 lambda=0.5 alpha=0.9")),
+        ("--out", dict(required=True, help="merged safetensors file to write")),
+    ]),
+    ("pretrain-vlmo", M.pretrain_vlmo, "pretrain a VLMo (seed / modality-specific / modality-agnostic) with MLM + ITC + ITM", [
+        ("--data", dict(required=True, help="folder of canonical tables")),
+        ("--tokenizer", dict(required=True, help="tokenizer folder")),
+        ("--mode", dict(required=True, help="agnostic (one shared weight set) or specific (one per modality expert)")),
+        ("--init", dict(default=None, help="VLMo folder to start from (a seed: every expert starts as its shared weights)")),
+        ("--stage", dict(default="", help="name recorded in vlmo.json (seed, specific, agnostic)")),
+        ("--out", dict(required=True, help="output VLMo folder (model.safetensors + vlmo.json)")),
+        ("--params", dict(required=True, help="JSON {arch: {...}, train: {...}, batch_size, mlm_prob}")),
+        ("--resume-dir", dict(default=None, help="where resume checkpoints live (not a declared output)")),
+    ]),
+    ("collect-grams", M.collect_grams, "Gram matrices (X^T X, float64) of every expert Linear's inputs over a task split", [
+        ("--model", dict(required=True, help="modality-specific VLMo folder")),
+        ("--data", dict(required=True, help="folder of canonical tables")),
+        ("--tokenizer", dict(required=True, help="tokenizer folder")),
+        ("--task", dict(required=True, help="vqa, nlvr2 or retrieval: whose inputs (and experts) the Grams cover")),
+        ("--split", dict(default="val", help="split of the pass (the paper: validation)")),
+        ("--params", dict(default="{}", help='JSON {"batch_size": N}')),
+        ("--out", dict(required=True, help="Gram safetensors file keyed by module name")),
+    ]),
+    ("merge-experts", M.merge_experts, "merge the modality experts of a specific VLMo into a modality-agnostic one", [
+        ("--method", dict(required=True, help="merge method (see `vltune merge`)")),
+        ("--specific", dict(required=True, help="modality-specific VLMo folder")),
+        ("--base", dict(default=None, help="central weights for arithmetic/ties/dare: the seed VLMo folder")),
+        ("--seed", dict(default=None, help="seed VLMo folder: the reference of the diagnostics' task vectors")),
+        ("--grams", dict(default=None, help="RegMean: Gram file of the specific model (collect-grams)")),
+        ("--param", dict(nargs="*", default=[], metavar="K=V", help="method parameters, e.g. ratio=0.5")),
+        ("--out", dict(required=True, help="output VLMo folder (model.safetensors, vlmo.json, diagnostics.json)")),
+    ]),
+    ("finetune-vlmo", M.finetune_vlmo, "fine-tune a VLMo init on each task and evaluate it (one metrics.json)", [
+        ("--inits", dict(nargs="+", required=True, help="VLMo folder(s): one for every task, or one per task in --tasks order")),
+        ("--tasks", dict(nargs="+", required=True, help="tasks: vqa, nlvr2, retrieval")),
+        ("--name", dict(required=True, help="init name recorded as the method in metrics.json")),
+        ("--experiment", dict(default="merging", help="experiment name recorded in metrics.json")),
+        ("--seed", dict(type=int, required=True, help="run seed")),
+        ("--data", dict(required=True, help="folder of canonical tables")),
+        ("--tokenizer", dict(required=True, help="tokenizer folder")),
+        ("--params", dict(required=True, help="JSON {train: {...}, batch_size, evaluate: {split, batch_size}}")),
+        ("--out", dict(required=True, help="output folder (metrics.json, checkpoints/<task>/)")),
+        ("--resume-dir", dict(default=None, help="where resume checkpoints live (not a declared output)")),
     ]),
     ("report", C.report, "summary.csv, Markdown table and plots from metrics.json files", [
         ("--metrics", dict(nargs="+", required=True, help="metrics.json files of runs and baselines")),

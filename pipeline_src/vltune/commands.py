@@ -169,6 +169,27 @@ def baselines(args) -> None:
     write_json(args.out, {"experiment": "baselines", "rows": rows, "wall_s": time.perf_counter() - t0})
 
 
+def _merge_params(pairs: list[str] | None) -> dict:
+    """``--param k=v …`` as a dict of strings (the method's resolve() types and checks them)."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--param {pair!r} is not of the form name=value")
+        out[key] = value
+    return out
+
+
+def merge(args) -> None:
+    from .merge import merge_files
+
+    t0 = time.perf_counter()
+    summary = merge_files(args.method, args.inputs, args.out, base=args.base, grams=args.grams,
+                          params=_merge_params(args.param))
+    log.info("merged %d tensors with %s in %.2f s -> %s", summary["tensors"], args.method,
+             time.perf_counter() - t0, args.out)
+
+
 def report(args) -> None:
     from .report.summary import write_report
 

@@ -77,3 +77,33 @@ def test_markdown_rows_follow_trainable_share_like_the_papers(tmp_path):
     md = (tmp_path / "report/summary.md").read_text()
     rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ") and "method" not in line]
     assert rows == ["full", "adapter", "lora", "bitfit"]
+
+
+def test_merging_table_lists_the_path_in_order_with_diagnostics_and_the_plot(tmp_path):
+    paths = []
+    rows = [("dare", 50.0, None), ("agnostic", 60.0, None), ("interpolation-r0.75", 55.0, 0.2),
+            ("average", 54.0, 0.2), ("interpolation-r0.25", 53.0, 0.2), ("regmean", 58.0, 0.1)]
+    for i, (init, vqa, gap) in enumerate(rows):
+        rec = {"experiment": "merging", "method": init, "seed": 0, "trainable_params": 100, "total_params": 100,
+               "trainable_pct": 100.0, "vqa_accuracy": vqa, "nlvr2_accuracy": 51.0, "retrieval_tr_r1": 10.0,
+               "retrieval_ir_r1": 8.0, "retrieval_tr_r5": 30.0}
+        if gap is not None:
+            rec.update(merge_expert_cos=0.5, merge_expert_rel_l2=0.25, merge_merge_gap=gap)
+        paths.append(tmp_path / f"m{i}.json")
+        paths[-1].write_text(json.dumps(rec))
+    df = write_report(paths, tmp_path / "report")
+    assert {"retrieval_tr_r1", "merge_expert_cos", "merge_merge_gap"} <= set(df.columns)
+    md = (tmp_path / "report/summary.md").read_text()
+    table = md.split("### merging")[1]
+    assert "| method | seeds | Params % | VQA | NLVR2 | TR@1 | IR@1 | Avg | experts cos(τ) |" in table
+    order = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "method" not in line]
+    assert order == ["agnostic", "average", "interpolation-r0.25", "interpolation-r0.75", "regmean", "dare"]
+    # Avg of VQA, NLVR2, TR@1, IR@1; diagnostics after it, "–" for the unmerged baseline
+    assert "| agnostic | 1 | 100.00 | 60.00 | 51.00 | 10.00 | 8.00 | 32.25 | – | – | – |" in table
+    assert "| regmean | 1 | 100.00 | 58.00 | 51.00 | 10.00 | 8.00 | 31.75 | 0.500 | 0.250 | 0.100 |" in table
+    assert (tmp_path / "report/merging.png").stat().st_size > 5000
+
+
+def test_merging_plot_without_merging_runs_says_so(tmp_path):
+    write_report([_run(tmp_path, 1, 70.0, 200.0)], tmp_path / "report")
+    assert (tmp_path / "report/merging.png").exists()

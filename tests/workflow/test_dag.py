@@ -74,3 +74,37 @@ def test_default_config_runs_every_method_and_full_grid_is_one_switch_away(tmp_p
     assert len(full) == 2 * len(method_names()) * 3
     assert {(f, m) for f, m, _, _ in full} == {(f, m) for f in ("bart", "t5") for m in method_names()}
     assert len({steps for _, _, steps, _ in full}) == 1  # one budget: every row comparable
+
+
+def test_merging_study_runs_every_merge_method_and_its_grid_is_one_switch_away(tmp_path):
+    """Acceptance of the merging issue: the default runs the seed → specific → merge path, the
+    agnostic baseline and every merge method once; regmean merges per task with that task's Grams;
+    config/synthetic-full.yaml sweeps ratios and λ over several seeds."""
+    from vltune.merge import method_names
+
+    shell = dry_run(tmp_path, ROOT / "config/config.yaml")
+    merges = [c for c in shell if "merge-experts" in c]
+    methods = {c.split("--method ")[1].split()[0] for c in merges}
+    assert methods == set(method_names())
+    regmean = sorted(c for c in merges if "--method regmean" in c)
+    assert [c.split("--out ")[1].split()[0] for c in regmean] == [
+        f"results/merging/merged/regmean-{t}" for t in ("nlvr2", "retrieval", "vqa")]
+    for c in regmean:
+        task = c.split("regmean-")[1].split()[0]
+        assert f"--grams results/merging/grams/{task}.safetensors" in c
+    for c in merges:  # the task-vector merges are centred on the seed
+        based = any(f"--method {m} " in c for m in ("arithmetic", "ties", "dare"))
+        assert ("--base results/merging/pretrain/seed" in c) == based, c
+    assert any("pretrain-vlmo" in c and "--mode specific --init results/merging/pretrain/seed" in c for c in shell)
+    finetunes = [c for c in shell if "finetune-vlmo" in c]
+    names = {c.split("--name ")[1].split()[0] for c in finetunes}
+    assert {"agnostic", "average", "regmean", "ties", "dare"} <= names
+    assert any(n.startswith("interpolation-r") for n in names) and any(n.startswith("arithmetic-l") for n in names)
+    rm = next(c for c in finetunes if "--name regmean" in c)
+    assert "--inits results/merging/merged/regmean-vqa results/merging/merged/regmean-nlvr2 " \
+           "results/merging/merged/regmean-retrieval --tasks vqa nlvr2 retrieval" in rm
+    full = dry_run(tmp_path, ROOT / "config/config.yaml", ROOT / "config/synthetic-full.yaml")
+    grid = {(c.split("--name ")[1].split()[0], c.split("--seed ")[1].split()[0]) for c in full if "finetune-vlmo" in c}
+    assert len({n for n, _ in grid if n.startswith("interpolation-r")}) >= 5
+    assert len({n for n, _ in grid if n.startswith("arithmetic-l")}) >= 3
+    assert len({s for _, s in grid}) == 3 and {"seed", "specific"} <= {n for n, _ in grid}

@@ -40,7 +40,7 @@ def test_summary_has_one_row_per_run_and_baseline(pipeline_run):
     for col in ("vqa_accuracy", "gqa_accuracy", "nlvr2_accuracy", "caption_cider", "caption_bleu4",
                 "caption_meteor", "caption_rouge_l"):
         assert col in df.columns
-    assert set(df.experiment) == {"baselines", "vlpet-bart", "vlpet-t5"}  # one experiment per family
+    assert set(df.experiment) == {"baselines", "vlpet-bart", "vlpet-t5", "merging"}  # one experiment per family
     for family in ("bart", "t5"):
         runs = df[df.experiment == f"vlpet-{family}"]
         assert sorted(runs.seed.tolist()) == [1, 1, 2, 2] and set(runs.method) == {"full", "vlpet-large"}
@@ -53,6 +53,17 @@ def test_summary_has_one_row_per_run_and_baseline(pipeline_run):
     md = (pipeline_run / "results/report/summary.md").read_text()
     assert md.count("| full |") == 2 and md.count("| vlpet-large |") == 2  # a table per family
     assert "### vlpet-bart" in md and "### vlpet-t5" in md
+    # merging study: every init once, with the paper's four scores; merges carry their diagnostics
+    merging = df[df.experiment == "merging"].set_index("method")
+    assert set(merging.index) == {"agnostic", "average", "interpolation-r0.25", "interpolation-r0.75",
+                                  "arithmetic-l0.75", "regmean", "ties", "dare"}
+    for col in ("vqa_accuracy", "nlvr2_accuracy", "retrieval_tr_r1", "retrieval_ir_r1"):
+        assert merging[col].between(0, 100).all(), col
+    assert merging.drop(index="agnostic")["merge_expert_cos"].notna().all()
+    assert pd.isna(merging.loc["agnostic", "merge_expert_cos"])
+    assert "### merging" in md and "| TR@1 | IR@1 |" in md
+    assert (pipeline_run / "results/report/merging.png").stat().st_size > 5000
+    assert (pipeline_run / "results/merging/merged/regmean-vqa/diagnostics.json").exists()
     # declared outputs only: resume checkpoints are gone once a run finished
     assert not any((pipeline_run / "resume").glob("**/step-*"))
 
@@ -76,5 +87,5 @@ def test_nothing_left_to_do_and_rerun_reproduces_metrics(pipeline_run):
 def test_html_report_holds_the_tables_and_plot(pipeline_run):
     snakemake(pipeline_run, "--report", "report.html", timeout=300)
     html = (pipeline_run / "report.html").read_text(errors="replace")
-    for name in ("summary.csv", "summary.md", "scores.png", "pareto.png", "Evaluation"):
+    for name in ("summary.csv", "summary.md", "scores.png", "pareto.png", "merging.png", "Evaluation", "Merging"):
         assert name in html

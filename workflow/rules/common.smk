@@ -1,6 +1,7 @@
 # Config validation, wildcard constraints and every helper the rules use (no logic in rules).
 import json
 import os
+import shlex
 
 from snakemake.utils import validate
 
@@ -38,6 +39,9 @@ TABLES = ["images", "captions", "vqa", "gqa", "nlvr2"]
 
 wildcard_constraints:
     family="bart|t5",
+    task="vqa|nlvr2|retrieval",
+    init=r"[a-z]+(-[rl][0-9.]+)?",
+    merge=r"average|ties|dare|interpolation-r[0-9.]+|arithmetic-l[0-9.]+|regmean-(vqa|nlvr2|retrieval)",
     method="[a-z0-9_-]+",
     seed=r"\d+",
     steps=r"\d+",
@@ -113,8 +117,98 @@ def vlpet_metrics():
     return list(dict.fromkeys(paths))  # a short budget equal to the main one adds nothing
 
 
+# --- merging study (workflow/rules/merging.smk) -------------------------------------------------
+PRETRAINED_INITS = ("seed", "specific", "agnostic")
+BASED_MERGES = ("arithmetic", "ties", "dare")  # task-vector merges: the seed is their centre
+
+
+def merging_inits():
+    """Init names: the pretrained models as they are, and one per merge and ratio / λ
+    (`interpolation-r0.5`, `arithmetic-l0.75`); RegMean is one init whose model depends on the task."""
+    m = config["merging"]
+    names = []
+    for init in m["inits"]:
+        if init == "interpolation":
+            names += [f"interpolation-r{r}" for r in m["interpolation"]["ratios"]]
+        elif init == "arithmetic":
+            names += [f"arithmetic-l{x}" for x in m["arithmetic"]["lambdas"]]
+        else:
+            names.append(init)
+    return list(dict.fromkeys(names))
+
+
+def vlmo_pretrain_params(stage):
+    """Params of a pretraining stage; the agnostic baseline gets the steps of seed + specific in all."""
+    p = config["merging"]["pretrain"]
+    train = dict(p["specific" if stage == "agnostic" else stage])
+    if stage == "agnostic" and p["agnostic_from"] == "scratch":
+        train["steps"] = p["seed"]["steps"] + p["specific"]["steps"]
+    return as_json({"arch": config["merging"]["arch"], "train": train, "batch_size": p["batch_size"],
+                    "mlm_prob": p["mlm_prob"]})
+
+
+def agnostic_inputs(wildcards):
+    inputs = {"tables": expand(f"{DATA}/{{table}}.arrow", table=TABLES), "tokenizer": "resources/backbones/tokenizer"}
+    if config["merging"]["pretrain"]["agnostic_from"] == "seed":
+        inputs["init"] = "results/merging/pretrain/seed"
+    return inputs
+
+
+def agnostic_init_arg(wildcards, input):
+    return f"--init {shlex.quote(input.init)}" if "init" in input.keys() else ""
+
+
+def merge_method(wildcards):
+    return wildcards.merge.split("-")[0]
+
+
+def merge_inputs(wildcards):
+    inputs = {"specific": "results/merging/pretrain/specific", "seed": "results/merging/pretrain/seed"}
+    if merge_method(wildcards) == "regmean":
+        inputs["grams"] = f"results/merging/grams/{wildcards.merge.split('-', 1)[1]}.safetensors"
+    return inputs
+
+
+def merge_args(wildcards, input):
+    """--base (task-vector merges), --grams (RegMean) and --param k=v, each value shell-quoted."""
+    m = config["merging"]
+    method, _, suffix = wildcards.merge.partition("-")
+    params = {"interpolation": lambda: {"ratio": float(suffix[1:])}, "arithmetic": lambda: {"lambda": float(suffix[1:])},
+              "regmean": lambda: m["regmean"], "ties": lambda: m["ties"], "dare": lambda: m["dare"]}.get(method, dict)()
+    args = (["--base", input.seed] if method in BASED_MERGES else []) + (["--grams", input.grams] if method == "regmean" else [])
+    if params:
+        args += ["--param"] + [f"{k}={v}" for k, v in sorted(params.items())]
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def init_dir(init, task):
+    if init in PRETRAINED_INITS:
+        return f"results/merging/pretrain/{init}"
+    return f"results/merging/merged/regmean-{task}" if init == "regmean" else f"results/merging/merged/{init}"
+
+
+def finetune_vlmo_inputs(wildcards):
+    return {"tables": expand(f"{DATA}/{{table}}.arrow", table=TABLES), "tokenizer": "resources/backbones/tokenizer",
+            "inits": [init_dir(wildcards.init, t) for t in config["merging"]["tasks"]]}
+
+
+def vlmo_finetune_params():
+    f = config["merging"]["finetune"]
+    return as_json({"train": f["train"], "batch_size": f["batch_size"],
+                    "evaluate": {"split": config["evaluate"]["split"], "batch_size": config["evaluate"]["batch_size"]}})
+
+
+def merging_metrics():
+    return expand("results/merging/finetune/{init}/seed{seed}/metrics.json", init=merging_inits(),
+                  seed=config["merging"]["seeds"])
+
+
+def metrics_dir(wildcards, output):
+    return os.path.dirname(output.metrics)
+
+
 def report_inputs():
-    return vlpet_metrics() + [f"results/baselines/{DATASET}/metrics.json"]
+    return vlpet_metrics() + merging_metrics() + [f"results/baselines/{DATASET}/metrics.json"]
 
 
 def get_final_outputs():
@@ -123,6 +217,7 @@ def get_final_outputs():
         "results/report/summary.md",
         "results/report/scores.png",
         "results/report/pareto.png",
+        "results/report/merging.png",
     ]
 
 

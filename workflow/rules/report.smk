@@ -30,6 +30,12 @@ rule report:
             category="Evaluation",
             labels={"figure": "trainable % vs Avg"},
         ),
+        merging=report(
+            "results/report/merging.png",
+            caption="../report/merging.rst",
+            category="Merging",
+            labels={"figure": "score vs interpolation ratio / arithmetic λ"},
+        ),
     params:
         out_dir=report_dir,
     log:

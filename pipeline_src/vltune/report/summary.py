@@ -1,6 +1,6 @@
 """The report's tables and plots: ``summary.csv`` (one row per run and per baseline), a Markdown
-table shaped like the papers' (mean ± std over seeds), a per-task score plot and a Pareto plot of
-trainable parameters against the average score.
+table shaped like the papers' (mean ± std over seeds), a per-task score plot, a Pareto plot of
+trainable parameters against the average score, and the merging study's score-vs-ratio/λ plot.
 
 Scores are percent, as the papers print them (accuracy 0.6617 → 66.17, CIDEr 1.2203 → 122.03).
 """
@@ -14,10 +14,18 @@ import pandas as pd
 from ..utils.io import atomic_path, read_json, write_bytes_atomic
 
 ID_COLUMNS = ["experiment", "method", "seed", "trainable_params", "total_params", "trainable_pct"]
-TASK_PREFIXES = ("vqa_", "gqa_", "nlvr2_", "caption_", "retrieval_")
+TASK_PREFIXES = ("vqa_", "gqa_", "nlvr2_", "caption_", "retrieval_", "merge_")
 # Metrics shown first, in the papers' order; the Avg column follows VL-PET (CIDEr counted as is).
 HEADLINE = ["vqa_accuracy", "gqa_accuracy", "nlvr2_accuracy", "caption_cider"]
-PRETTY = {"vqa_accuracy": "VQA", "gqa_accuracy": "GQA", "nlvr2_accuracy": "NLVR2", "caption_cider": "CIDEr"}
+# Experiments whose table has other columns: the merging paper's (VQA, NLVR2, TR@1, IR@1), then
+# the merge diagnostics (not in Avg).
+EXPERIMENT_HEADLINE = {"merging": ["vqa_accuracy", "nlvr2_accuracy", "retrieval_tr_r1", "retrieval_ir_r1"]}
+DIAGNOSTICS = {"merging": ["merge_expert_cos", "merge_expert_rel_l2", "merge_merge_gap"]}
+PRETTY = {"vqa_accuracy": "VQA", "gqa_accuracy": "GQA", "nlvr2_accuracy": "NLVR2", "caption_cider": "CIDEr",
+          "retrieval_tr_r1": "TR@1", "retrieval_ir_r1": "IR@1", "merge_expert_cos": "experts cos(τ)",
+          "merge_expert_rel_l2": "experts ‖ΔW‖/‖W₀‖", "merge_merge_gap": "merge gap"}
+# The merging table reads as the paper's path: baselines, then seed → specific → each merge.
+MERGING_ORDER = ["agnostic", "seed", "specific", "average", "interpolation", "arithmetic", "regmean", "ties", "dare"]
 
 
 def _is_metric(key: str, value) -> bool:
@@ -58,17 +66,35 @@ def _mean_std(values: pd.Series) -> str:
     return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
 
 
+def merging_sort_key(method: str) -> tuple:
+    """agnostic, seed, specific, average, interpolation by ratio, arithmetic by λ, regmean, ties, dare."""
+    family, _, value = method.partition("-")
+    rank = MERGING_ORDER.index(family) if family in MERGING_ORDER else len(MERGING_ORDER)
+    try:
+        x = float(value[1:]) if value else 0.0
+    except ValueError:
+        x = 0.0
+    return rank, x, method
+
+
+def _method_order(experiment: str, group: pd.DataFrame) -> list[str]:
+    if experiment == "merging":
+        return sorted(group["method"].unique(), key=merging_sort_key)
+    # Like the papers' tables: full fine-tuning first, then by trainable share (ties by name).
+    order = group.groupby("method")["trainable_pct"].mean().fillna(-1).reset_index()
+    return list(order.sort_values(["trainable_pct", "method"], ascending=[False, True], kind="stable")["method"])
+
+
 def markdown_tables(df: pd.DataFrame) -> str:
     parts = []
     for experiment, group in df.groupby("experiment", sort=True):
-        cols = [c for c in HEADLINE if c in group and group[c].notna().any()]
+        cols = [c for c in EXPERIMENT_HEADLINE.get(experiment, HEADLINE) if c in group and group[c].notna().any()]
+        diag = [c for c in DIAGNOSTICS.get(experiment, []) if c in group and group[c].notna().any()]
         lines = [f"### {experiment}", ""]
-        header = ["method", "seeds", "Params %"] + [PRETTY[c] for c in cols] + (["Avg"] if len(cols) > 1 else [])
+        header = (["method", "seeds", "Params %"] + [PRETTY[c] for c in cols] + (["Avg"] if len(cols) > 1 else [])
+                  + [PRETTY[c] for c in diag])
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        # Like the papers' tables: full fine-tuning first, then by trainable share (ties by name).
-        order = group.groupby("method")["trainable_pct"].mean().fillna(-1).reset_index()
-        order = order.sort_values(["trainable_pct", "method"], ascending=[False, True], kind="stable")["method"]
-        for method in order:
+        for method in _method_order(experiment, group):
             g = group[group["method"] == method]
             pct = g["trainable_pct"].dropna()
             cells = [str(method), str(g["seed"].notna().sum() or "–"), f"{pct.iloc[0]:.2f}" if len(pct) else "–"]
@@ -76,9 +102,16 @@ def markdown_tables(df: pd.DataFrame) -> str:
             if len(cols) > 1:
                 avg = g[cols].mean(axis=1, skipna=False)
                 cells.append(_mean_std(avg) if avg.notna().all() else "–")
+            cells += [_mean_std_small(g[c]) for c in diag]
             lines.append("| " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
+
+
+def _mean_std_small(values: pd.Series) -> str:
+    """Diagnostics are ratios and cosines (< 1): three decimals, no spread (the same over seeds)."""
+    values = values.dropna()
+    return f"{values.mean():.3f}" if len(values) else "–"
 
 
 def score_plot(df: pd.DataFrame, path: Path) -> None:
@@ -154,6 +187,47 @@ def pareto_plot(df: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def merging_plot(df: pd.DataFrame, path: Path) -> None:
+    """Score of each task vs the interpolation ratio and vs the arithmetic λ; the plain average is
+    drawn at ratio 0.5 (the same model), the agnostic baseline as a dashed line per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = df[df["experiment"] == "merging"]
+    cols = [c for c in EXPERIMENT_HEADLINE["merging"] if c in runs and runs[c].notna().any()]
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), squeeze=False)
+    if runs.empty or not cols:
+        for ax in axes[0]:
+            ax.text(0.5, 0.5, "no merging-study runs in this configuration", ha="center", va="center", fontsize=8)
+            ax.set_axis_off()
+    for ax, (family, label) in zip(axes[0], (("interpolation", "interpolation ratio α (weight of the v expert)"),
+                                               ("arithmetic", "modality arithmetic λ"))):
+        if runs.empty or not cols:
+            break
+        sweep = runs[runs["method"].str.startswith(family + "-")].assign(
+            x=lambda d: d["method"].str.split("-").str[1].str[1:].astype(float))
+        if family == "interpolation":
+            sweep = pd.concat([sweep, runs[runs["method"] == "average"].assign(x=0.5)])
+        for i, col in enumerate(cols):
+            g = sweep.groupby("x")[col].mean().sort_index()
+            if len(g):
+                ax.plot(g.index, g.values, "o-", color=f"C{i}", label=PRETTY[col])
+            base = runs.loc[runs["method"] == "agnostic", col].mean()
+            if pd.notna(base):
+                ax.axhline(base, color=f"C{i}", linestyle="--", linewidth=1)
+        ax.set_xlabel(label)
+        ax.set_ylabel("score (%)")
+        ax.set_title(f"{family} (dashed: agnostic baseline)", fontsize=9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=120)
+    plt.close(fig)
+
+
 def write_report(metrics_paths: list[Path], out_dir: Path) -> pd.DataFrame:
     df = summary_frame(load_rows(metrics_paths))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -161,5 +235,6 @@ def write_report(metrics_paths: list[Path], out_dir: Path) -> pd.DataFrame:
     write_bytes_atomic(out_dir / "summary.md", markdown_tables(df).encode())
     score_plot(df, out_dir / "scores.png")
     pareto_plot(df, out_dir / "pareto.png")
+    merging_plot(df, out_dir / "merging.png")
     return df
 

@@ -1,0 +1,107 @@
+"""The VLMo model: expert routing and naming, a specific model grown from an agnostic one computes
+the same function, merging its untouched experts gives the agnostic model back, and the Gram hooks
+equal XᵀX of the real (unpadded) Linear inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vltune.merge import merge_experts
+from vltune.merge.grams import collect, linear_modules
+from vltune.models.vlmo import VLMo, VLMoConfig, expert_layers, specific_from_agnostic
+
+ARCH = dict(vocab_size=50, d_model=16, layers=3, vl_layers=1, heads=2, mlp_ratio=2, max_text_len=12,
+            image_size=16, patch_size=8)
+
+
+def batch(seed=0, b=3):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 50, (b, 7), generator=g)
+    mask = torch.ones(b, 7, dtype=torch.bool)
+    mask[0, 4:] = False  # one padded text
+    ids[~mask] = 0
+    return ids, mask, torch.randn(b, 3, 16, 16, generator=g)
+
+
+def models():
+    torch.manual_seed(0)
+    agnostic = VLMo(VLMoConfig(**ARCH)).eval()
+    specific = VLMo(VLMoConfig(**ARCH, mode="specific")).eval()
+    specific.load_state_dict(specific_from_agnostic(agnostic.state_dict(), specific.cfg))
+    return agnostic, specific
+
+
+def test_experts_per_layer_and_parameter_names():
+    cfg = VLMoConfig(**ARCH, mode="specific")
+    assert expert_layers(cfg) == [("v", "l"), ("v", "l"), ("v", "l", "vl")]
+    names = set(VLMo(cfg).state_dict())
+    assert "blocks.0.attn.v.qkv.weight" in names and "blocks.0.norm2.l.bias" in names
+    assert "blocks.2.mlp.vl.fc2.weight" in names and "blocks.1.mlp.vl.fc2.weight" not in names
+    agnostic = set(VLMo(VLMoConfig(**ARCH)).state_dict())
+    assert "blocks.0.attn.qkv.weight" in agnostic and not any(".v." in n for n in agnostic)
+
+
+def test_bad_configs_are_errors():
+    with pytest.raises(ValueError, match="mode"):
+        VLMoConfig(**ARCH, mode="moe")
+    with pytest.raises(ValueError, match="vl_layers"):
+        VLMoConfig(**{**ARCH, "vl_layers": 4})
+    with pytest.raises(ValueError, match="unknown VLMo arch key 'widht'"):
+        VLMoConfig.from_dict({**ARCH, "widht": 3})
+
+
+def test_specific_model_from_the_seed_computes_the_agnostic_function():
+    agnostic, specific = models()
+    ids, mask, px = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(specific.joint(ids, mask, px), agnostic.joint(ids, mask, px))
+        torch.testing.assert_close(specific.text_features(ids, mask), agnostic.text_features(ids, mask))
+        torch.testing.assert_close(specific.image_features(px), agnostic.image_features(px))
+
+
+def test_experts_route_by_modality():
+    agnostic, specific = models()
+    ids, mask, px = batch()
+    with torch.no_grad():
+        specific.blocks[0].attn["v"].qkv.weight.add_(torch.randn(48, 16))  # change only the vision expert of layer 0
+        torch.testing.assert_close(specific.text_features(ids, mask), agnostic.text_features(ids, mask))
+        assert not torch.allclose(specific.image_features(px), agnostic.image_features(px))
+        specific.blocks[2].mlp["vl"].fc1.bias.add_(1.0)  # the deep vl expert: joint passes only
+        torch.testing.assert_close(specific.text_features(ids, mask), agnostic.text_features(ids, mask))
+
+
+def test_padding_does_not_change_the_joint_output():
+    agnostic, _ = models()
+    ids, mask, px = batch()
+    with torch.no_grad():
+        full = agnostic.joint(ids, mask, px)
+        short = agnostic.joint(ids[:1, :4], mask[:1, :4], px[:1])
+    torch.testing.assert_close(full[0, :4], short[0, :4], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(full[0, 7:], short[0, 4:], rtol=1e-5, atol=1e-5)
+
+
+def test_merging_identical_experts_gives_the_agnostic_model_back():
+    agnostic, specific = models()
+    merged = merge_experts("interpolation", specific.state_dict(), params={"ratio": 0.3})
+    reference = agnostic.state_dict()
+    assert set(merged) == set(reference)
+    for k in reference:
+        torch.testing.assert_close(merged[k], reference[k], rtol=1e-6, atol=1e-6)
+
+
+def test_gram_hooks_equal_xtx_of_the_unpadded_inputs():
+    _, specific = models()
+    ids, mask, px = batch()
+    grams, counts = collect(specific, lambda: specific.joint(ids, mask, px), linear_modules(specific),
+                            mask_fn=lambda: specific.token_mask)
+    # joint pass: v and l experts below the vl layer, only vl in it
+    assert {k.split(".")[3] for k in grams if k.startswith("blocks.2.")} == {"vl"}
+    assert {k.split(".")[3] for k in grams if k.startswith("blocks.0.")} == {"v", "l"}
+    x = specific.embed_text(ids)
+    norm = specific.blocks[0].norm1["l"]
+    inp = norm(x)[mask].double()
+    torch.testing.assert_close(grams["blocks.0.attn.l.qkv"], inp.T @ inp)
+    assert counts["blocks.0.attn.l.qkv"] == int(mask.sum())
+    assert counts["blocks.2.attn.vl.qkv"] == int(mask.sum()) + 3 * 5  # text tokens + 3 images × (4 patches + CLS)
+    assert all(g.dtype == torch.float64 for g in grams.values())

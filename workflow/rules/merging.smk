@@ -1,0 +1,170 @@
+# Model-merging study (seeds-spec §4): seed pretraining → modality-specific pretraining → merge the
+# experts (interpolation, arithmetic, RegMean, TIES, DARE) → fine-tune + evaluate every init; the
+# modality-agnostic baseline is pretrained for the same total steps.
+
+
+# Modality-agnostic "seed" pretraining (MLM + ITC + ITM).
+rule seed_pretrain:
+    input:
+        tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
+        tokenizer="resources/backbones/tokenizer",
+    output:
+        model=directory("results/merging/pretrain/seed"),
+    params:
+        data=tables_dir,
+        hp=vlmo_pretrain_params("seed"),
+        resume="resume/seed_pretrain",
+    log:
+        "logs/seed_pretrain/seed.log",
+    benchmark:
+        "benchmarks/seed_pretrain/seed.tsv"
+    threads: config["merging"]["threads"]
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=1,
+    conda:
+        "../../envs/vltune.yaml"
+    shell:
+        "vltune --threads {threads} pretrain-vlmo --data {params.data:q} --tokenizer {input.tokenizer:q} --mode agnostic"
+        " --stage seed --out {output.model:q} --params {params.hp:q} --resume-dir {params.resume:q} > {log} 2>&1"
+
+
+# Modality-specific pretraining from the seed: every expert starts as a copy of the shared weights.
+rule specific_pretrain:
+    input:
+        tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
+        tokenizer="resources/backbones/tokenizer",
+        init=rules.seed_pretrain.output.model,
+    output:
+        model=directory("results/merging/pretrain/specific"),
+    params:
+        data=tables_dir,
+        hp=vlmo_pretrain_params("specific"),
+        resume="resume/specific_pretrain",
+    log:
+        "logs/specific_pretrain/specific.log",
+    benchmark:
+        "benchmarks/specific_pretrain/specific.tsv"
+    threads: config["merging"]["threads"]
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=1,
+    conda:
+        "../../envs/vltune.yaml"
+    shell:
+        "vltune --threads {threads} pretrain-vlmo --data {params.data:q} --tokenizer {input.tokenizer:q} --mode specific"
+        " --init {input.init:q} --stage specific --out {output.model:q} --params {params.hp:q}"
+        " --resume-dir {params.resume:q} > {log} 2>&1"
+
+
+# The baseline: modality-agnostic for the same total steps (from the seed, or from scratch).
+rule agnostic_pretrain:
+    input:
+        unpack(agnostic_inputs),
+    output:
+        model=directory("results/merging/pretrain/agnostic"),
+    params:
+        data=tables_dir,
+        hp=vlmo_pretrain_params("agnostic"),
+        init=agnostic_init_arg,
+        resume="resume/agnostic_pretrain",
+    log:
+        "logs/agnostic_pretrain/agnostic.log",
+    benchmark:
+        "benchmarks/agnostic_pretrain/agnostic.tsv"
+    threads: config["merging"]["threads"]
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=1,
+    conda:
+        "../../envs/vltune.yaml"
+    shell:
+        "vltune --threads {threads} pretrain-vlmo --data {params.data:q} --tokenizer {input.tokenizer:q} --mode agnostic"
+        " {params.init} --stage agnostic --out {output.model:q} --params {params.hp:q}"
+        " --resume-dir {params.resume:q} > {log} 2>&1"
+
+
+# RegMean's Gram matrices: Xᵀ X of every expert Linear's inputs over the task's validation split.
+rule collect_grams:
+    input:
+        tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
+        tokenizer="resources/backbones/tokenizer",
+        model=rules.specific_pretrain.output.model,
+    output:
+        grams="results/merging/grams/{task}.safetensors",
+    params:
+        data=tables_dir,
+        split=config["merging"]["grams"]["split"],
+        hp=as_json({"batch_size": config["merging"]["grams"]["batch_size"]}),
+    log:
+        "logs/collect_grams/{task}.log",
+    benchmark:
+        "benchmarks/collect_grams/{task}.tsv"
+    threads: config["merging"]["threads"]
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=1,
+    conda:
+        "../../envs/vltune.yaml"
+    shell:
+        "vltune --threads {threads} collect-grams --model {input.model:q} --data {params.data:q}"
+        " --tokenizer {input.tokenizer:q} --task {wildcards.task:q} --split {params.split:q} --params {params.hp:q}"
+        " --out {output.grams:q} > {log} 2>&1"
+
+
+# Merge the experts of the specific model into a modality-agnostic init (+ diagnostics.json).
+rule merge_experts:
+    input:
+        unpack(merge_inputs),
+    output:
+        model=directory("results/merging/merged/{merge}"),
+    params:
+        method=merge_method,
+        args=merge_args,
+    log:
+        "logs/merge_experts/{merge}.log",
+    benchmark:
+        "benchmarks/merge_experts/{merge}.tsv"
+    threads: 1
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+    conda:
+        "../../envs/vltune.yaml"
+    shell:
+        "vltune --threads {threads} merge-experts --method {params.method:q} --specific {input.specific:q}"
+        " --seed {input.seed:q} {params.args} --out {output.model:q} > {log} 2>&1"
+
+
+# Fine-tune one init on every task (full fine-tuning) and evaluate it: one row of the report.
+rule finetune_vlmo:
+    input:
+        unpack(finetune_vlmo_inputs),
+    output:
+        metrics="results/merging/finetune/{init}/seed{seed}/metrics.json",
+        checkpoints=directory("results/merging/finetune/{init}/seed{seed}/checkpoints"),
+    params:
+        data=tables_dir,
+        tasks=config["merging"]["tasks"],
+        hp=vlmo_finetune_params(),
+        out=metrics_dir,
+        resume="resume/finetune_vlmo/{init}/seed{seed}",
+    log:
+        "logs/finetune_vlmo/{init}/seed{seed}.log",
+    benchmark:
+        "benchmarks/finetune_vlmo/{init}/seed{seed}.tsv"
+    threads: config["merging"]["threads"]
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=1,
+    conda:
+        "../../envs/vltune.yaml"
+    shell:
+        "vltune --threads {threads} finetune-vlmo --inits {input.inits:q} --tasks {params.tasks:q}"
+        " --name {wildcards.init:q} --seed {wildcards.seed:q} --data {params.data:q} --tokenizer {input.tokenizer:q}"
+        " --params {params.hp:q} --out {params.out:q} --resume-dir {params.resume:q} > {log} 2>&1"

@@ -42,7 +42,7 @@ def test_short_budget_runs_are_their_own_experiment_and_never_share_paths(tmp_pa
     (so it cannot overwrite a main run of the same method) and reported as vlpet-<family>-<N>steps."""
     cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
     cfg["vlpet"].update(families=["bart"], seeds=[1], methods=["full"],
-                        short={"steps": 4, "methods": ["full", "bitfit"]})
+                        short={"steps": 4, "methods": ["full", "bitfit"], "eval_examples": 7})
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     shell, out = dry_run(tmp_path, tmp_path / "config.yaml", output=True)
     finetune = sorted(c for c in shell if "finetune-vlbart" in c)
@@ -56,8 +56,11 @@ def test_short_budget_runs_are_their_own_experiment_and_never_share_paths(tmp_pa
     for c in finetune:
         steps = 4 if "/steps4/" in c else 10
         assert f'"steps": {steps}' in c, c  # the budget in the path is the budget trained
-    experiments = sorted(c.split("--experiment ")[1].split()[0] for c in shell if "evaluate-vlbart" in c)
+    evaluations = [c for c in shell if "evaluate-vlbart" in c]
+    experiments = sorted(c.split("--experiment ")[1].split()[0] for c in evaluations)
     assert experiments == ["vlpet-bart", "vlpet-bart-4steps", "vlpet-bart-4steps"]
+    for c in evaluations:  # only short runs are evaluated on a subset
+        assert ('"max_examples": 7' in c) == ("/steps4/" in c), c
 
 
 def test_default_config_runs_every_method_and_full_grid_is_one_switch_away(tmp_path):

@@ -88,7 +88,10 @@ def vlpet_experiment(wildcards):
 
 
 def evaluate_params(wildcards):
-    return as_json({**config["evaluate"], "tasks": sorted(config["vlpet"]["task_weights"])})
+    v = config["vlpet"]
+    short = int(wildcards.steps) != v["train"]["steps"]
+    limit = {"max_examples": v["short"]["eval_examples"]} if short and v["short"]["eval_examples"] else {}
+    return as_json({**config["evaluate"], "tasks": sorted(v["task_weights"]), **limit})
 
 
 def vlpet_budgets():

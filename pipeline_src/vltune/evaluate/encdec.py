@@ -51,14 +51,21 @@ def nlvr2_predictions(model, tok, ex, bank, batch_size: int) -> list[bool]:
 
 def evaluate_vl_model(model, tok, data_dir: str | Path, features_dir: str | Path, tasks, split: str = "test",
                       batch_size: int = 256, caption_beams: int = 5, caption_max_len: int = 30,
-                      answer_max_len: int = 8, save_predictions: dict | None = None) -> dict:
-    """Metrics for each task in ``tasks`` on ``split``: ``{"vqa_accuracy": .., "caption_cider": .., ...}``."""
+                      answer_max_len: int = 8, save_predictions: dict | None = None,
+                      max_examples: int | None = None) -> dict:
+    """Metrics for each task in ``tasks`` on ``split``: ``{"vqa_accuracy": .., "caption_cider": .., ...}``.
+
+    ``max_examples``: evaluate on the first this many examples of each task (table order), e.g. for
+    smoke-test runs; ``None`` = all. The counts used are returned as ``<task>_examples``."""
     bank = VisualBank(FeatureStore(features_dir))
     model.eval()
     metrics: dict[str, float] = {}
     t0 = time.perf_counter()
     for task in tasks:
         ex = load_task(data_dir, task, split, tok)
+        if max_examples is not None:
+            ex = ex.head(max_examples)
+        metrics[f"{task}_examples"] = len(ex)
         if task == "nlvr2":
             preds = nlvr2_predictions(model, tok, ex, bank, batch_size)
             metrics["nlvr2_accuracy"] = binary_accuracy(preds, list(ex.refs))

@@ -39,6 +39,11 @@ class TaskExamples:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def head(self, n: int) -> "TaskExamples":
+        """The first ``n`` examples (all of them if there are fewer)."""
+        return TaskExamples(self.task, self.input_ids[:n], self.images[:n], self.targets[:n],
+                            list(self.refs[:n]), list(self.ids[:n]))
+
 
 class VisualBank:
     """All images' visual tokens in memory: ``[grid ; cls]`` per image, float32."""

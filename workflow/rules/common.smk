@@ -27,6 +27,19 @@ check_method_configs()
 # Lets `--sdm conda` install this package into the rules' environment (see envs/vltune.yaml).
 os.environ.setdefault("VLTUNE_ROOT", workflow.basedir)
 
+
+def set_commit_env():
+    """The workflow's own commit for every job's ledger (jobs may run outside the checkout; an
+    environment variable, not a param, so a new commit alone does not re-run anything)."""
+    from vltune.utils.ledger import COMMIT_ENV, git_commit
+
+    commit = git_commit(workflow.basedir)
+    if commit:
+        os.environ.setdefault(COMMIT_ENV, commit)
+
+
+set_commit_env()
+
 DATASET = config["dataset"]
 DATA = f"resources/data/{DATASET}"
 CLIP = config["backbones"]["clip"]["name"]
@@ -34,6 +47,15 @@ BART = config["backbones"]["bart"]["name"]
 T5 = config["backbones"]["t5"]["name"]
 FEATURES = f"resources/features/{CLIP}/{DATASET}"
 TABLES = ["images", "captions", "vqa", "gqa", "nlvr2"]
+# Report categories (`snakemake --report`), one per stage of the design; Provenance = rule graph + ledger.
+CATEGORY = {"data": "Data", "backbones": "Backbones", "merge": "Merging", "pet": "PET", "das": "DAS",
+            "epalm": "eP-ALM", "evaluation": "Evaluation", "provenance": "Provenance"}
+RUN_LABELS = {"method": "{method}", "seed": "{seed}", "steps": "{steps}"}
+
+# Cluster placement (config `resources`): GPU rules ask for `gpu`, `cpus_per_gpu` and the GPU
+# partition, CPU-only rules for the CPU partition ("" = the cluster's default partition).
+RES = config["resources"]
+TRAIN_GPUS = RES["gpus"]
 
 
 wildcard_constraints:
@@ -42,6 +64,21 @@ wildcard_constraints:
     seed=r"\d+",
     steps=r"\d+",
     backbone=r"[A-Za-z0-9._-]+",
+
+
+def attempt_runtime(wildcards, attempt):
+    """Walltime in minutes: the n-th attempt (profile `retries`) asks n × resources.runtime; a
+    retried training job resumes from its last checkpoint, so the extra time finishes it."""
+    return RES["runtime"] * attempt
+
+
+def cpus_per_gpu(gpus):
+    """`cpus_per_gpu` for `gpus` GPUs per job = the job's threads spread over them, rounded up."""
+
+    def per_gpu(wildcards, threads):
+        return max(1, -(-threads // gpus))
+
+    return per_gpu
 
 
 def as_json(obj):
@@ -118,12 +155,30 @@ def report_inputs():
     return vlpet_metrics() + [f"results/baselines/{DATASET}/metrics.json"]
 
 
+def ledger_inputs():
+    """The ledger record of every job `all` runs (results/ledger/<rule>/<its wildcards>.json)."""
+    runs = [os.path.relpath(os.path.dirname(path), "results/vlpet") for path in vlpet_metrics()]
+    backbones = [("pretrain_clip", CLIP)] + [
+        (f"pretrain_{family}", config["backbones"][family]["name"]) for family in config["vlpet"]["families"]
+    ]
+    return [
+        f"results/ledger/make_world/{DATASET}.json",
+        "results/ledger/train_tokenizer/tokenizer.json",
+        *(f"results/ledger/{rule}/{name}.json" for rule, name in backbones),
+        f"results/ledger/extract_features/{CLIP}/{DATASET}.json",
+        f"results/ledger/baselines/{DATASET}.json",
+        *(f"results/ledger/{rule}/{run}.json" for run in runs for rule in ("finetune_vlbart", "evaluate_vlbart")),
+    ]
+
+
 def get_final_outputs():
     return [
         "results/report/summary.csv",
         "results/report/summary.md",
         "results/report/scores.png",
         "results/report/pareto.png",
+        "results/report/ledger.csv",
+        "results/report/rulegraph.svg",
     ]
 
 

@@ -133,7 +133,13 @@ SUBCOMMANDS = [
     ]),
     ("report", C.report, "summary.csv, Markdown table and plots from metrics.json files", [
         ("--metrics", dict(nargs="+", required=True, help="metrics.json files of runs and baselines")),
+        ("--ledgers", dict(nargs="*", default=[], help="ledger records of the jobs (ledger.csv)")),
         ("--out-dir", dict(required=True, help="report folder")),
+    ]),
+    ("rulegraph", C.rulegraph, "the workflow's rule graph for a config, as an SVG", [
+        ("--snakefile", dict(required=True, help="the workflow's Snakefile")),
+        ("--config", dict(required=True, help="the resolved config as JSON")),
+        ("--out", dict(required=True, help="SVG to write")),
     ]),
 ]
 
@@ -142,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vltune", description="vltune: one subcommand per pipeline stage (each Snakemake rule calls one).")
     parser.add_argument("--version", action="version", version=f"vltune {__version__}")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (the rule's threads)")
+    parser.add_argument("--gpus", type=int, default=0,
+                        help="GPUs the job was given (the rule's resources.gpu); locally, N free GPUs are claimed")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="data-parallel training processes (default: one per visible GPU, 1 on CPU)")
+    parser.add_argument("--ledger", default=None, help="write this run's ledger record (JSON) here")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, func, help_text, args in SUBCOMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -157,13 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 1
-    C.setup_runtime(args.threads)
+    from .launch import run
+
     try:
-        args.func(args)
+        return run(args, sys.argv[1:] if argv is None else list(argv))
     except (UserError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
         print(f"vltune {args.command}: error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

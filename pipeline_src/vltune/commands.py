@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .utils.io import config_hash, read_json, write_json
+from .utils.ledger import note
 
 log = logging.getLogger("vltune")
 
@@ -43,9 +44,11 @@ def _train_config(params: dict, command: str, seed: int | None = None):
     if seed is not None:
         fields["seed"] = seed
     try:
-        return TrainConfig(**fields)
+        cfg = TrainConfig(**fields)
     except (TypeError, ValueError) as e:
         raise UserError(f"{command}: bad train params {fields}: {e}") from None
+    note("train", cfg)  # the resolved settings, defaults included, go to the run's ledger
+    return cfg
 
 
 def make_world(args) -> None:
@@ -71,7 +74,7 @@ def pretrain_clip(args) -> None:
     p = parse_params(args.params, "pretrain-clip")
     result = run(args.data, args.tokenizer, args.out, p["arch"], _train_config(p, "pretrain-clip"),
                  p["batch_size"], resume_dir=args.resume_dir)
-    write_json(Path(args.out) / "train_log.json", result)
+    _write_train_log(args.out, result)
 
 
 def pretrain_bart(args) -> None:
@@ -80,7 +83,7 @@ def pretrain_bart(args) -> None:
     p = parse_params(args.params, "pretrain-bart")
     result = run(args.data, args.tokenizer, args.out, p["arch"], _train_config(p, "pretrain-bart"),
                  p["batch_size"], resume_dir=args.resume_dir)
-    write_json(Path(args.out) / "train_log.json", result)
+    _write_train_log(args.out, result)
 
 
 def pretrain_t5(args) -> None:
@@ -89,7 +92,14 @@ def pretrain_t5(args) -> None:
     p = parse_params(args.params, "pretrain-t5")
     result = run(args.data, args.tokenizer, args.out, p["arch"], _train_config(p, "pretrain-t5"),
                  p["batch_size"], resume_dir=args.resume_dir)
-    write_json(Path(args.out) / "train_log.json", result)
+    _write_train_log(args.out, result)
+
+
+def _write_train_log(out_dir: str, result: dict) -> None:
+    from .train.distributed import is_main_process
+
+    if is_main_process():  # under `accelerate launch`, rank 0 writes the outputs
+        write_json(Path(out_dir) / "train_log.json", result)
 
 
 def extract_features(args) -> None:
@@ -193,7 +203,13 @@ def merge(args) -> None:
 def report(args) -> None:
     from .report.summary import write_report
 
-    write_report([Path(m) for m in args.metrics], Path(args.out_dir))
+    write_report([Path(m) for m in args.metrics], Path(args.out_dir), [Path(m) for m in args.ledgers or []])
+
+
+def rulegraph(args) -> None:
+    from .report.rulegraph import write_rule_graph
+
+    write_rule_graph(args.snakefile, parse_params(args.config, "rulegraph"), args.out)
 
 
 def _device() -> str:

@@ -4,6 +4,7 @@ researcher relies on (summary.csv shape, nothing left to do, reproducible re-run
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,9 +84,41 @@ def test_nothing_left_to_do_and_rerun_reproduces_metrics(pipeline_run):
         assert {k: v for k, v in b.items() if k not in VOLATILE} == {k: v for k, v in a.items() if k not in VOLATILE}
 
 
+def report_data(html: str, name: str) -> dict:
+    """The JSON a Snakemake HTML report embeds as ``<script id="NAME">var NAME = {...};</script>``."""
+    match = re.search(rf'<script id="{name}">\s*var {name} = (\{{.*?\}});\s*</script>', html, re.S)
+    assert match, f"no {name} in the report"
+    return json.loads(match.group(1))
+
+
 @pytest.mark.integration
-def test_html_report_holds_the_tables_and_plot(pipeline_run):
+def test_html_report_holds_every_stage_by_category_with_labels_ledger_and_rule_graph(pipeline_run):
     snakemake(pipeline_run, "--report", "report.html", timeout=300)
     html = (pipeline_run / "report.html").read_text(errors="replace")
-    for name in ("summary.csv", "summary.md", "scores.png", "pareto.png", "merging.png", "Evaluation", "Merging"):
-        assert name in html
+    categories, results = report_data(html, "categories"), report_data(html, "results")
+    assert {"Data", "Backbones", "PET", "Merging", "Evaluation", "Provenance"} <= set(categories)
+    assert categories["Data"]["Other"] == ["resources/data/shapes/world.json"]
+    assert sorted(categories["Backbones"]["Other"]) == [f"resources/backbones/tiny-{b}/train_log.json"
+                                                        for b in ("bart", "clip", "t5")]
+    assert {"summary.csv", "summary.md", "scores.png", "pareto.png"} <= {
+        Path(f).name for f in categories["Evaluation"]["Other"]}
+    assert sorted(categories["Provenance"]["Other"]) == ["results/report/ledger.csv", "results/report/rulegraph.svg"]
+    for family in ("bart", "t5"):  # one subcategory per family, every run labelled by method and seed
+        runs = categories["Evaluation"][family]
+        assert len(runs) == 4 and len(categories["PET"][family]) == 4
+        labels = {(results[r]["labels"]["method"], results[r]["labels"]["seed"]) for r in runs}
+        assert labels == {(m, s) for m in ("full", "vlpet-large") for s in ("1", "2")}
+    assert categories["Merging"]["Other"] == ["results/report/merging.png"]
+    inits = {results[r]["labels"]["init"] for r in categories["Merging"]["fine-tuned inits"]}
+    assert inits == {"agnostic", "average", "interpolation-r0.25", "interpolation-r0.75", "arithmetic-l0.75",
+                     "regmean", "ties", "dare"}
+    assert all(results[f]["caption"].strip() for c in categories.values() for fs in c.values() for f in fs)
+    svg = results["results/report/rulegraph.svg"]
+    assert svg["data_uri"].startswith("data:image/svg+xml")
+    ledger = pd.read_csv(pipeline_run / "results/report/ledger.csv")
+    # every job of the DAG but the local report / rule graph, each with its commit, device, time, memory
+    # (merging: 3 pretraining stages, 3 RegMean Gram sets, 9 merges, 8 fine-tuned inits)
+    assert len(ledger) == 1 + 1 + 3 + 1 + 1 + 2 * 8 + 3 + 3 + 9 + 8
+    assert ledger[["git_commit", "device", "wall_s", "peak_rss_mb", "pkg:torch"]].notna().all().all()
+    assert ledger.job.str.startswith("finetune_vlbart/").sum() == 8
+    assert ledger.job.str.startswith("finetune_vlmo/").sum() == 8

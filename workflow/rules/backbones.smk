@@ -6,7 +6,8 @@ rule train_tokenizer:
     input:
         tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
     output:
-        directory("resources/backbones/tokenizer"),
+        tokenizer=directory("resources/backbones/tokenizer"),
+        ledger="results/ledger/train_tokenizer/tokenizer.json",
     params:
         data=tables_dir,
         tok=as_json(config["tokenizer"]),
@@ -18,10 +19,12 @@ rule train_tokenizer:
     resources:
         mem_mb=2000,
         runtime=10,
+        slurm_partition=RES["cpu_partition"],
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune train-tokenizer --data {params.data:q} --out {output:q} --params {params.tok:q} > {log} 2>&1"
+        "vltune --ledger {output.ledger:q} train-tokenizer --data {params.data:q} --out {output.tokenizer:q}"
+        " --params {params.tok:q} > {log} 2>&1"
 
 
 # Tiny CLIP (image + text towers) trained with the contrastive loss on image–caption pairs.
@@ -30,7 +33,14 @@ rule pretrain_clip:
         tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
         tokenizer="resources/backbones/tokenizer",
     output:
-        directory(f"resources/backbones/{CLIP}"),
+        backbone=report(
+            directory(f"resources/backbones/{CLIP}"),
+            patterns=["train_{name}.json"],
+            caption="../report/backbone.rst",
+            category=CATEGORY["backbones"],
+            labels={"backbone": CLIP, "file": "train_{name}.json"},
+        ),
+        ledger=f"results/ledger/pretrain_clip/{CLIP}.json",
     params:
         data=tables_dir,
         hp=backbone_params("clip"),
@@ -41,14 +51,18 @@ rule pretrain_clip:
         f"benchmarks/pretrain_clip/{CLIP}.tsv"
     threads: config["resources"]["threads"]
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
-        gpu=1,
+        mem_mb=RES["mem_mb"],
+        runtime=attempt_runtime,
+        gpu=TRAIN_GPUS,
+        cpus_per_gpu=cpus_per_gpu(TRAIN_GPUS),
+        gpu_model=RES["gpu_model"],
+        slurm_partition=RES["gpu_partition"],
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune --threads {threads} pretrain-clip --data {params.data:q} --tokenizer {input.tokenizer:q}"
-        " --out {output:q} --params {params.hp:q} --resume-dir {params.resume:q} > {log} 2>&1"
+        "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} pretrain-clip"
+        " --data {params.data:q} --tokenizer {input.tokenizer:q} --out {output.backbone:q} --params {params.hp:q}"
+        " --resume-dir {params.resume:q} > {log} 2>&1"
 
 
 # Tiny BART pretrained as a denoising LM (text infilling) on the world's text.
@@ -57,7 +71,14 @@ rule pretrain_bart:
         tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
         tokenizer="resources/backbones/tokenizer",
     output:
-        directory(f"resources/backbones/{BART}"),
+        backbone=report(
+            directory(f"resources/backbones/{BART}"),
+            patterns=["train_{name}.json"],
+            caption="../report/backbone.rst",
+            category=CATEGORY["backbones"],
+            labels={"backbone": BART, "file": "train_{name}.json"},
+        ),
+        ledger=f"results/ledger/pretrain_bart/{BART}.json",
     params:
         data=tables_dir,
         hp=backbone_params("bart"),
@@ -68,14 +89,18 @@ rule pretrain_bart:
         f"benchmarks/pretrain_bart/{BART}.tsv"
     threads: config["resources"]["threads"]
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
-        gpu=1,
+        mem_mb=RES["mem_mb"],
+        runtime=attempt_runtime,
+        gpu=TRAIN_GPUS,
+        cpus_per_gpu=cpus_per_gpu(TRAIN_GPUS),
+        gpu_model=RES["gpu_model"],
+        slurm_partition=RES["gpu_partition"],
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune --threads {threads} pretrain-bart --data {params.data:q} --tokenizer {input.tokenizer:q}"
-        " --out {output:q} --params {params.hp:q} --resume-dir {params.resume:q} > {log} 2>&1"
+        "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} pretrain-bart"
+        " --data {params.data:q} --tokenizer {input.tokenizer:q} --out {output.backbone:q} --params {params.hp:q}"
+        " --resume-dir {params.resume:q} > {log} 2>&1"
 
 
 # Tiny T5 pretrained as a span-corruption denoiser (unique sentinels) on the world's text.
@@ -84,7 +109,14 @@ rule pretrain_t5:
         tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
         tokenizer="resources/backbones/tokenizer",
     output:
-        directory(f"resources/backbones/{T5}"),
+        backbone=report(
+            directory(f"resources/backbones/{T5}"),
+            patterns=["train_{name}.json"],
+            caption="../report/backbone.rst",
+            category=CATEGORY["backbones"],
+            labels={"backbone": T5, "file": "train_{name}.json"},
+        ),
+        ledger=f"results/ledger/pretrain_t5/{T5}.json",
     params:
         data=tables_dir,
         hp=backbone_params("t5"),
@@ -95,11 +127,15 @@ rule pretrain_t5:
         f"benchmarks/pretrain_t5/{T5}.tsv"
     threads: config["resources"]["threads"]
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
-        gpu=1,
+        mem_mb=RES["mem_mb"],
+        runtime=attempt_runtime,
+        gpu=TRAIN_GPUS,
+        cpus_per_gpu=cpus_per_gpu(TRAIN_GPUS),
+        gpu_model=RES["gpu_model"],
+        slurm_partition=RES["gpu_partition"],
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune --threads {threads} pretrain-t5 --data {params.data:q} --tokenizer {input.tokenizer:q}"
-        " --out {output:q} --params {params.hp:q} --resume-dir {params.resume:q} > {log} 2>&1"
+        "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} pretrain-t5"
+        " --data {params.data:q} --tokenizer {input.tokenizer:q} --out {output.backbone:q} --params {params.hp:q}"
+        " --resume-dir {params.resume:q} > {log} 2>&1"

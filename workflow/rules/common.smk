@@ -28,6 +28,19 @@ check_method_configs()
 # Lets `--sdm conda` install this package into the rules' environment (see envs/vltune.yaml).
 os.environ.setdefault("VLTUNE_ROOT", workflow.basedir)
 
+
+def set_commit_env():
+    """The workflow's own commit for every job's ledger (jobs may run outside the checkout; an
+    environment variable, not a param, so a new commit alone does not re-run anything)."""
+    from vltune.utils.ledger import COMMIT_ENV, git_commit
+
+    commit = git_commit(workflow.basedir)
+    if commit:
+        os.environ.setdefault(COMMIT_ENV, commit)
+
+
+set_commit_env()
+
 DATASET = config["dataset"]
 DATA = f"resources/data/{DATASET}"
 CLIP = config["backbones"]["clip"]["name"]
@@ -35,6 +48,15 @@ BART = config["backbones"]["bart"]["name"]
 T5 = config["backbones"]["t5"]["name"]
 FEATURES = f"resources/features/{CLIP}/{DATASET}"
 TABLES = ["images", "captions", "vqa", "gqa", "nlvr2"]
+# Report categories (`snakemake --report`), one per stage of the design; Provenance = rule graph + ledger.
+CATEGORY = {"data": "Data", "backbones": "Backbones", "merge": "Merging", "pet": "PET", "das": "DAS",
+            "epalm": "eP-ALM", "evaluation": "Evaluation", "provenance": "Provenance"}
+RUN_LABELS = {"method": "{method}", "seed": "{seed}", "steps": "{steps}"}
+
+# Cluster placement (config `resources`): GPU rules ask for `gpu`, `cpus_per_gpu` and the GPU
+# partition, CPU-only rules for the CPU partition ("" = the cluster's default partition).
+RES = config["resources"]
+TRAIN_GPUS = RES["gpus"]
 
 
 wildcard_constraints:
@@ -46,6 +68,21 @@ wildcard_constraints:
     seed=r"\d+",
     steps=r"\d+",
     backbone=r"[A-Za-z0-9._-]+",
+
+
+def attempt_runtime(wildcards, attempt):
+    """Walltime in minutes: the n-th attempt (profile `retries`) asks n × resources.runtime; a
+    retried training job resumes from its last checkpoint, so the extra time finishes it."""
+    return RES["runtime"] * attempt
+
+
+def cpus_per_gpu(gpus):
+    """`cpus_per_gpu` for `gpus` GPUs per job = the job's threads spread over them, rounded up."""
+
+    def per_gpu(wildcards, threads):
+        return max(1, -(-threads // gpus))
+
+    return per_gpu
 
 
 def as_json(obj):
@@ -214,6 +251,44 @@ def report_inputs():
     return vlpet_metrics() + merging_metrics() + [f"results/baselines/{DATASET}/metrics.json"]
 
 
+def ledger_inputs():
+    """The ledger record of every job `all` runs (results/ledger/<rule>/<its wildcards>.json)."""
+    runs = [os.path.relpath(os.path.dirname(path), "results/vlpet") for path in vlpet_metrics()]
+    backbones = [("pretrain_clip", CLIP)] + [
+        (f"pretrain_{family}", config["backbones"][family]["name"]) for family in config["vlpet"]["families"]
+    ]
+    return [
+        f"results/ledger/make_world/{DATASET}.json",
+        "results/ledger/train_tokenizer/tokenizer.json",
+        *(f"results/ledger/{rule}/{name}.json" for rule, name in backbones),
+        f"results/ledger/extract_features/{CLIP}/{DATASET}.json",
+        f"results/ledger/baselines/{DATASET}.json",
+        *(f"results/ledger/{rule}/{run}.json" for run in runs for rule in ("finetune_vlbart", "evaluate_vlbart")),
+        *merging_ledgers(),
+    ]
+
+
+def merging_ledgers():
+    """Ledger records of the merging study's jobs: the pretraining stages its inits need, the
+    Gram matrices and merges they are built from, and one fine-tuning run per init and seed."""
+    m = config["merging"]
+    inits = merging_inits()
+    dirs = {init_dir(init, task) for init in inits for task in m["tasks"]}
+    merged = sorted(os.path.basename(d) for d in dirs if d.startswith("results/merging/merged/"))
+    stages = {os.path.basename(d) for d in dirs if d.startswith("results/merging/pretrain/")}
+    if merged or "specific" in stages:
+        stages |= {"seed", "specific"}
+    if "agnostic" in stages and m["pretrain"]["agnostic_from"] == "seed":
+        stages.add("seed")
+    grams = sorted(name.split("-", 1)[1] for name in merged if name.startswith("regmean-"))
+    return [
+        *(f"results/ledger/{stage}_pretrain/{stage}.json" for stage in sorted(stages)),
+        *(f"results/ledger/collect_grams/{task}.json" for task in grams),
+        *(f"results/ledger/merge_experts/{name}.json" for name in merged),
+        *(f"results/ledger/finetune_vlmo/{init}/seed{seed}.json" for init in inits for seed in m["seeds"]),
+    ]
+
+
 def get_final_outputs():
     return [
         "results/report/summary.csv",
@@ -221,6 +296,8 @@ def get_final_outputs():
         "results/report/scores.png",
         "results/report/pareto.png",
         "results/report/merging.png",
+        "results/report/ledger.csv",
+        "results/report/rulegraph.svg",
     ]
 
 

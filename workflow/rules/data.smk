@@ -5,7 +5,13 @@
 rule make_world:
     output:
         tables=expand("resources/data/shapes/{table}.arrow", table=TABLES),
-        info="resources/data/shapes/world.json",
+        info=report(
+            "resources/data/shapes/world.json",
+            caption="../report/world.rst",
+            category=CATEGORY["data"],
+            labels={"dataset": "shapes", "file": "world.json"},
+        ),
+        ledger="results/ledger/make_world/shapes.json",
     params:
         world=world_params(),
         out=world_dir,
@@ -17,7 +23,8 @@ rule make_world:
     resources:
         mem_mb=2000,
         runtime=10,
+        slurm_partition=RES["cpu_partition"],
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune make-world --out {params.out:q} --params {params.world:q} > {log} 2>&1"
+        "vltune --ledger {output.ledger:q} make-world --out {params.out:q} --params {params.world:q} > {log} 2>&1"

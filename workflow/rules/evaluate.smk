@@ -5,7 +5,14 @@ rule baselines:
     input:
         tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
     output:
-        metrics=f"results/baselines/{DATASET}/metrics.json",
+        metrics=report(
+            f"results/baselines/{DATASET}/metrics.json",
+            caption="../report/baselines.rst",
+            category=CATEGORY["evaluation"],
+            subcategory="baselines",
+            labels={"dataset": DATASET, "file": "metrics.json"},
+        ),
+        ledger=f"results/ledger/baselines/{DATASET}.json",
     params:
         data=tables_dir,
     log:
@@ -16,7 +23,8 @@ rule baselines:
     resources:
         mem_mb=4000,
         runtime=20,
+        slurm_partition=RES["cpu_partition"],
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune baselines --data {params.data:q} --out {output.metrics:q} > {log} 2>&1"
+        "vltune --ledger {output.ledger:q} baselines --data {params.data:q} --out {output.metrics:q} > {log} 2>&1"

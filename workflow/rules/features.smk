@@ -6,7 +6,8 @@ rule extract_features:
         tables=[f"{DATA}/images.arrow"],
         backbone=f"resources/backbones/{CLIP}",
     output:
-        directory(FEATURES),
+        features=directory(FEATURES),
+        ledger=f"results/ledger/extract_features/{CLIP}/{DATASET}.json",
     params:
         data=tables_dir,
         hp=as_json(config["features"]),
@@ -16,11 +17,14 @@ rule extract_features:
         f"benchmarks/extract_features/{CLIP}/{DATASET}.tsv"
     threads: config["resources"]["threads"]
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
+        mem_mb=RES["mem_mb"],
+        runtime=attempt_runtime,
         gpu=1,
+        cpus_per_gpu=cpus_per_gpu(1),
+        gpu_model=RES["gpu_model"],
+        slurm_partition=RES["gpu_partition"],
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune --threads {threads} extract-features --data {params.data:q} --backbone {input.backbone:q}"
-        " --out {output:q} --params {params.hp:q} > {log} 2>&1"
+        "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} extract-features"
+        " --data {params.data:q} --backbone {input.backbone:q} --out {output.features:q} --params {params.hp:q} > {log} 2>&1"

@@ -10,6 +10,7 @@ rule seed_pretrain:
         tokenizer="resources/backbones/tokenizer",
     output:
         model=directory("results/merging/pretrain/seed"),
+        ledger="results/ledger/seed_pretrain/seed.json",
     params:
         data=tables_dir,
         hp=vlmo_pretrain_params("seed"),
@@ -20,13 +21,16 @@ rule seed_pretrain:
         "benchmarks/seed_pretrain/seed.tsv"
     threads: config["merging"]["threads"]
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
+        mem_mb=RES["mem_mb"],
+        runtime=attempt_runtime,
         gpu=1,
+        cpus_per_gpu=cpus_per_gpu(1),
+        gpu_model=RES["gpu_model"],
+        slurm_partition=RES["gpu_partition"],
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune --threads {threads} pretrain-vlmo --data {params.data:q} --tokenizer {input.tokenizer:q} --mode agnostic"
+        "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} pretrain-vlmo --data {params.data:q} --tokenizer {input.tokenizer:q} --mode agnostic"
         " --stage seed --out {output.model:q} --params {params.hp:q} --resume-dir {params.resume:q} > {log} 2>&1"
 
 
@@ -38,6 +42,7 @@ rule specific_pretrain:
         init=rules.seed_pretrain.output.model,
     output:
         model=directory("results/merging/pretrain/specific"),
+        ledger="results/ledger/specific_pretrain/specific.json",
     params:
         data=tables_dir,
         hp=vlmo_pretrain_params("specific"),
@@ -48,13 +53,16 @@ rule specific_pretrain:
         "benchmarks/specific_pretrain/specific.tsv"
     threads: config["merging"]["threads"]
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
+        mem_mb=RES["mem_mb"],
+        runtime=attempt_runtime,
         gpu=1,
+        cpus_per_gpu=cpus_per_gpu(1),
+        gpu_model=RES["gpu_model"],
+        slurm_partition=RES["gpu_partition"],
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune --threads {threads} pretrain-vlmo --data {params.data:q} --tokenizer {input.tokenizer:q} --mode specific"
+        "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} pretrain-vlmo --data {params.data:q} --tokenizer {input.tokenizer:q} --mode specific"
         " --init {input.init:q} --stage specific --out {output.model:q} --params {params.hp:q}"
         " --resume-dir {params.resume:q} > {log} 2>&1"
 
@@ -65,6 +73,7 @@ rule agnostic_pretrain:
         unpack(agnostic_inputs),
     output:
         model=directory("results/merging/pretrain/agnostic"),
+        ledger="results/ledger/agnostic_pretrain/agnostic.json",
     params:
         data=tables_dir,
         hp=vlmo_pretrain_params("agnostic"),
@@ -76,13 +85,16 @@ rule agnostic_pretrain:
         "benchmarks/agnostic_pretrain/agnostic.tsv"
     threads: config["merging"]["threads"]
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
+        mem_mb=RES["mem_mb"],
+        runtime=attempt_runtime,
         gpu=1,
+        cpus_per_gpu=cpus_per_gpu(1),
+        gpu_model=RES["gpu_model"],
+        slurm_partition=RES["gpu_partition"],
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune --threads {threads} pretrain-vlmo --data {params.data:q} --tokenizer {input.tokenizer:q} --mode agnostic"
+        "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} pretrain-vlmo --data {params.data:q} --tokenizer {input.tokenizer:q} --mode agnostic"
         " {params.init} --stage agnostic --out {output.model:q} --params {params.hp:q}"
         " --resume-dir {params.resume:q} > {log} 2>&1"
 
@@ -95,6 +107,7 @@ rule collect_grams:
         model=rules.specific_pretrain.output.model,
     output:
         grams="results/merging/grams/{task}.safetensors",
+        ledger="results/ledger/collect_grams/{task}.json",
     params:
         data=tables_dir,
         split=config["merging"]["grams"]["split"],
@@ -105,13 +118,16 @@ rule collect_grams:
         "benchmarks/collect_grams/{task}.tsv"
     threads: config["merging"]["threads"]
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
+        mem_mb=RES["mem_mb"],
+        runtime=attempt_runtime,
         gpu=1,
+        cpus_per_gpu=cpus_per_gpu(1),
+        gpu_model=RES["gpu_model"],
+        slurm_partition=RES["gpu_partition"],
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune --threads {threads} collect-grams --model {input.model:q} --data {params.data:q}"
+        "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} collect-grams --model {input.model:q} --data {params.data:q}"
         " --tokenizer {input.tokenizer:q} --task {wildcards.task:q} --split {params.split:q} --params {params.hp:q}"
         " --out {output.grams:q} > {log} 2>&1"
 
@@ -122,6 +138,7 @@ rule merge_experts:
         unpack(merge_inputs),
     output:
         model=directory("results/merging/merged/{merge}"),
+        ledger="results/ledger/merge_experts/{merge}.json",
     params:
         method=merge_method,
         args=merge_args,
@@ -131,12 +148,13 @@ rule merge_experts:
         "benchmarks/merge_experts/{merge}.tsv"
     threads: 1
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
+        mem_mb=RES["mem_mb"],
+        runtime=attempt_runtime,
+        slurm_partition=RES["cpu_partition"],
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune --threads {threads} merge-experts --method {params.method:q} --specific {input.specific:q}"
+        "vltune --threads {threads} --ledger {output.ledger:q} merge-experts --method {params.method:q} --specific {input.specific:q}"
         " --seed {input.seed:q} {params.args} --out {output.model:q} > {log} 2>&1"
 
 
@@ -145,8 +163,15 @@ rule finetune_vlmo:
     input:
         unpack(finetune_vlmo_inputs),
     output:
-        metrics="results/merging/finetune/{init}/seed{seed}/metrics.json",
+        metrics=report(
+            "results/merging/finetune/{init}/seed{seed}/metrics.json",
+            caption="../report/merging_metrics.rst",
+            category=CATEGORY["merge"],
+            subcategory="fine-tuned inits",
+            labels={"init": "{init}", "seed": "{seed}"},
+        ),
         checkpoints=directory("results/merging/finetune/{init}/seed{seed}/checkpoints"),
+        ledger="results/ledger/finetune_vlmo/{init}/seed{seed}.json",
     params:
         data=tables_dir,
         tasks=config["merging"]["tasks"],
@@ -159,12 +184,15 @@ rule finetune_vlmo:
         "benchmarks/finetune_vlmo/{init}/seed{seed}.tsv"
     threads: config["merging"]["threads"]
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
+        mem_mb=RES["mem_mb"],
+        runtime=attempt_runtime,
         gpu=1,
+        cpus_per_gpu=cpus_per_gpu(1),
+        gpu_model=RES["gpu_model"],
+        slurm_partition=RES["gpu_partition"],
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune --threads {threads} finetune-vlmo --inits {input.inits:q} --tasks {params.tasks:q}"
+        "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} finetune-vlmo --inits {input.inits:q} --tasks {params.tasks:q}"
         " --name {wildcards.init:q} --seed {wildcards.seed:q} --data {params.data:q} --tokenizer {input.tokenizer:q}"
         " --params {params.hp:q} --out {params.out:q} --resume-dir {params.resume:q} > {log} 2>&1"

@@ -8,7 +8,15 @@ rule finetune_vlbart:
         features=FEATURES,
         backbone=family_backbone,
     output:
-        checkpoint=directory("results/vlpet/{family}/{method}/steps{steps}/seed{seed}/checkpoint"),
+        checkpoint=report(
+            directory("results/vlpet/{family}/{method}/steps{steps}/seed{seed}/checkpoint"),
+            patterns=["train_{name}.json"],
+            caption="../report/train_log.rst",
+            category=CATEGORY["pet"],
+            subcategory="{family}",
+            labels=RUN_LABELS,
+        ),
+        ledger="results/ledger/finetune_vlbart/{family}/{method}/steps{steps}/seed{seed}.json",
     params:
         data=tables_dir,
         hp=finetune_params,
@@ -21,14 +29,17 @@ rule finetune_vlbart:
     threads: config["resources"]["threads"]
     priority: main_budget_first
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
-        gpu=1,
+        mem_mb=RES["mem_mb"],
+        runtime=attempt_runtime,
+        gpu=TRAIN_GPUS,
+        cpus_per_gpu=cpus_per_gpu(TRAIN_GPUS),
+        gpu_model=RES["gpu_model"],
+        slurm_partition=RES["gpu_partition"],
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune --threads {threads} finetune-vlbart --data {params.data:q} --features {input.features:q}"
-        " --backbone {input.backbone:q} --family {wildcards.family:q} --out {output.checkpoint:q} --method {wildcards.method:q}"
+        "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} finetune-vlbart"
+        " --data {params.data:q} --features {input.features:q} --backbone {input.backbone:q} --family {wildcards.family:q} --out {output.checkpoint:q} --method {wildcards.method:q}"
         " --seed {wildcards.seed:q} --params {params.hp:q} --resume-dir {params.resume:q} > {log} 2>&1"
 
 
@@ -40,7 +51,14 @@ rule evaluate_vlbart:
         features=FEATURES,
         tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
     output:
-        metrics="results/vlpet/{family}/{method}/steps{steps}/seed{seed}/metrics.json",
+        metrics=report(
+            "results/vlpet/{family}/{method}/steps{steps}/seed{seed}/metrics.json",
+            caption="../report/metrics.rst",
+            category=CATEGORY["evaluation"],
+            subcategory="{family}",
+            labels=RUN_LABELS,
+        ),
+        ledger="results/ledger/evaluate_vlbart/{family}/{method}/steps{steps}/seed{seed}.json",
         predictions="results/vlpet/{family}/{method}/steps{steps}/seed{seed}/predictions.json",
     params:
         data=tables_dir,
@@ -53,13 +71,16 @@ rule evaluate_vlbart:
         "benchmarks/evaluate_vlbart/{family}/{method}/steps{steps}/seed{seed}.tsv"
     threads: config["resources"]["threads"]
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
+        mem_mb=RES["mem_mb"],
+        runtime=attempt_runtime,
         gpu=1,
+        cpus_per_gpu=cpus_per_gpu(1),
+        gpu_model=RES["gpu_model"],
+        slurm_partition=RES["gpu_partition"],
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune --threads {threads} evaluate-vlbart --checkpoint {input.checkpoint:q} --backbone {input.backbone:q}"
-        " --data {params.data:q}"
+        "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} evaluate-vlbart"
+        " --checkpoint {input.checkpoint:q} --backbone {input.backbone:q} --data {params.data:q}"
         " --features {input.features:q} --experiment {params.experiment:q} --params {params.hp:q}"
         " --out {output.metrics:q} --predictions {output.predictions:q} > {log} 2>&1"

@@ -17,7 +17,9 @@ import torch
 
 from ..data.images import CLIP_MEAN, CLIP_STD, decode_images
 from ..data.tables import read_table, table_path
+from ..train.distributed import is_main_process
 from ..train.loop import TrainConfig, train
+from ..train.objectives import clip_contrastive_terms
 from .tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -65,10 +67,9 @@ def pretrain_clip(data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str 
         enc = tok(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
         return {"pixel_values": pixels[idx], "input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
-    def loss_fn(m, b):
-        return m(**b, return_loss=True).loss
-
-    result = train(model, batch_fn, loss_fn, train_cfg, resume_dir=resume_dir, desc="pretrain_clip")
+    result = train(model, batch_fn, clip_contrastive_terms, train_cfg, resume_dir=resume_dir, desc="pretrain_clip")
+    if not is_main_process():  # rank 0 writes the backbone
+        return result
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)

@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..train.distributed import is_main_process
 from ..train.loop import TrainConfig, train
+from ..train.objectives import token_ce_terms
 from ..utils.tensors import pad_sequences
 from .tokenizer import load_tokenizer, world_texts
 
@@ -114,10 +116,9 @@ def pretrain_t5(data_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | 
         return {"input_ids": input_ids, "attention_mask": (input_ids != pad).long(),
                 "labels": pad_sequences(list(tgt), -100)}
 
-    def loss_fn(m, b):
-        return m(**b).loss
-
-    result = train(model, batch_fn, loss_fn, train_cfg, resume_dir=resume_dir, desc="pretrain_t5")
+    result = train(model, batch_fn, token_ce_terms, train_cfg, resume_dir=resume_dir, desc="pretrain_t5")
+    if not is_main_process():  # rank 0 writes the backbone
+        return result
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)

@@ -228,9 +228,14 @@ def merging_plot(df: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(metrics_paths: list[Path], out_dir: Path) -> pd.DataFrame:
+def write_report(metrics_paths: list[Path], out_dir: Path, ledger_paths: list[Path] = ()) -> pd.DataFrame:
+    """summary.csv, summary.md, scores.png, pareto.png, merging.png and, given ledger records, ledger.csv."""
+    from .ledger import ledger_frame
+
     df = summary_frame(load_rows(metrics_paths))
     out_dir.mkdir(parents=True, exist_ok=True)
+    if ledger_paths:
+        write_bytes_atomic(out_dir / "ledger.csv", ledger_frame(list(ledger_paths)).to_csv(index=False).encode())
     write_bytes_atomic(out_dir / "summary.csv", df.to_csv(index=False, float_format="%.4f").encode())
     write_bytes_atomic(out_dir / "summary.md", markdown_tables(df).encode())
     score_plot(df, out_dir / "scores.png")

@@ -8,6 +8,11 @@ Determinism and exact resume: the batch of step ``t`` is a pure function of ``(s
 (``batch_fn`` builds it from its own generator) and the torch RNG is re-seeded from
 ``(seed, t)`` before every step (dropout), so a run resumed from a checkpoint at step ``k``
 continues exactly as the uninterrupted run would.
+
+Data parallel (``accelerate launch``, one process per GPU, or CPU processes with gloo): every
+process builds the same global batch and trains on its slice (train/distributed.py); ``loss_fn``
+then returns ``(sum, count)`` so the loss is normalised by the global count and W processes take
+the step one process would take on the whole batch. Only rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 
 from ..errors import UserError
 from .checkpoint import clear_checkpoints, load_latest, save_checkpoint
+from .distributed import all_sum, shard_batch
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +119,11 @@ def train(
 ) -> dict:
     """Train ``model`` for ``cfg.steps`` steps; return ``{"history": [...], "wall_s": ..., ...}``.
 
-    ``batch_fn(step)`` returns a dict of CPU tensors (and any metadata) for that step;
-    ``loss_fn(model, batch)`` returns the scalar loss. Only parameters with ``requires_grad``
-    are optimised and checkpointed.
+    ``batch_fn(step)`` returns the global batch of that step: a dict of CPU tensors sharing dim 0
+    (and any metadata). ``loss_fn(model, batch)`` returns ``(loss_sum, count)`` over the batch it
+    is given (the loss is ``Σ loss_sum / Σ count`` over processes), or a scalar mean, which is
+    accepted in a single process only. Only parameters with ``requires_grad`` are optimised and
+    checkpointed.
     """
     from tqdm.auto import tqdm
 
@@ -133,24 +141,31 @@ def train(
     history: list[dict] = extra.get("history", [])
     if start:
         log.info("%s: resuming from step %d (%s)", desc, start, resume_dir)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler stays unprepared: accelerate would step it once per process per step, which is
+    # right when each process adds batches, wrong here, where W processes share one global batch.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    rank, world = accelerator.process_index, accelerator.num_processes
     model.train()
     t0, running, n_running = time.perf_counter(), 0.0, 0
-    bar = tqdm(total=cfg.steps, initial=start, desc=desc, mininterval=5, disable=None)
+    bar = tqdm(total=cfg.steps, initial=start, desc=desc, mininterval=5, disable=None if rank == 0 else True)
     for step in range(start, cfg.steps):
-        torch.manual_seed(step_seed(cfg.seed, step))
-        batch = _to_device(batch_fn(step), accelerator.device)
+        torch.manual_seed(step_seed(cfg.seed, step) + rank)  # rank 0 draws what a single process draws
+        batch = _to_device(shard_batch(batch_fn(step), rank, world), accelerator.device)
         with accelerator.autocast():
-            loss = loss_fn(model, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step}")
+            loss_sum, count = _loss_terms(loss_fn(model, batch), world, desc)
+        total = all_sum(count)
+        # DDP averages gradients over processes, hence × world: the result is d(Σ loss_sum / Σ count).
+        loss = loss_sum * (world / total)
+        global_loss = all_sum(loss_sum.detach()) / total
+        if not torch.isfinite(global_loss):
+            raise FloatingPointError(f"{desc}: loss is {global_loss.item()} at step {step}")
         accelerator.backward(loss)
         if cfg.grad_clip > 0:
             accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        running, n_running = running + loss.item(), n_running + 1
+        running, n_running = running + global_loss.item(), n_running + 1
         bar.update(1)
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             entry = {"step": step + 1, "loss": running / n_running, "lr": scheduler.get_last_lr()[0]}
@@ -159,15 +174,30 @@ def train(
             log.info("%s step %d loss %.4f lr %.2e", desc, entry["step"], entry["loss"], entry["lr"])
             running, n_running = 0.0, 0
         if resume_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            save_checkpoint(resume_dir, step + 1, accelerator.unwrap_model(model), optimizer, scheduler,
-                            {"history": history, "config": run_config})
+            if accelerator.is_main_process:  # the ranks hold identical weights and optimiser state
+                save_checkpoint(resume_dir, step + 1, accelerator.unwrap_model(model), optimizer, scheduler,
+                                {"history": history, "config": run_config})
+            accelerator.wait_for_everyone()
     bar.close()
-    if resume_dir is not None:
+    accelerator.wait_for_everyone()
+    if resume_dir is not None and accelerator.is_main_process:
         clear_checkpoints(resume_dir)  # finished: resume state is not a result
     model = accelerator.unwrap_model(model)
     model.eval()
     final_loss = history[-1]["loss"] if history else math.nan
     return {"history": history, "wall_s": time.perf_counter() - t0, "resumed_from": start, "final_loss": final_loss}
+
+
+def _loss_terms(out, world: int, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss_sum, count)`` from what ``loss_fn`` returned; a bare scalar is a mean over the
+    batch, which is only unambiguous in a single process (count 1)."""
+    if isinstance(out, tuple):
+        loss_sum, count = out
+        count = torch.as_tensor(count, dtype=torch.float32, device=loss_sum.device)
+        return loss_sum.float(), count
+    if world > 1:
+        raise TypeError(f"{desc}: with {world} processes loss_fn must return (loss_sum, count), not a mean")
+    return out, torch.ones((), device=out.device)
 
 
 def _to_device(batch: dict, device) -> dict:

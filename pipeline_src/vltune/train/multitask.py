@@ -18,6 +18,7 @@ from ..features.store import FeatureStore
 from ..models.encdec import VL_FAMILIES, VLEncoderDecoder, per_example_loss
 from ..pet import apply_pet, count_parameters, is_pet_dir, load_pet, method_names, save_pet
 from ..utils.io import read_json, write_json
+from .distributed import is_main_process
 from .loop import TrainConfig, train
 from .vl_tasks import VisualBank, load_task, make_batch, task_schedule
 
@@ -142,11 +143,13 @@ def finetune_vl_model(data_dir, features_dir, backbone_dir, out_dir, method: str
         idx = rng.choice(len(ex), size=min(batch_size, len(ex)), replace=False)
         return make_batch(ex, idx, bank, tok.pad_token_id, rng)
 
-    def loss_fn(m, b):
-        return (per_example_loss(m, b) * b["weights"]).mean()
+    def loss_fn(m, b):  # weighted mean over examples, as (sum, count) for data parallelism
+        return (per_example_loss(m, b) * b["weights"]).sum(), len(b["weights"])
 
     result = train(model, batch_fn, loss_fn, train_cfg, resume_dir=resume_dir, desc=f"finetune_vl{family}[{method}]")
     params = count_parameters(model)
+    if not is_main_process():  # rank 0 writes the checkpoint
+        return {**result, **params}
     save_vl_model(model, tok, out_dir, {"method": method, "seed": train_cfg.seed, "features": str(features_dir),
                                         "dropout": dropout, "backbone": str(backbone_dir), **params})
     write_json(Path(out_dir) / "train_log.json", {**result, **params})

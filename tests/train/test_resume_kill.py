@@ -1,0 +1,57 @@
+"""A real training job killed with SIGKILL mid-way resumes from its last checkpoint when re-run (the
+checkpoints live in --resume-dir, outside the declared outputs) and ends exactly where an
+uninterrupted run ends: same loss history, same weights."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+# Dropout stays on: the resumed run must also redraw the same dropout masks.
+PARAMS = {"arch": {"d_model": 32, "layers": 1, "heads": 2, "ffn": 64, "max_positions": 64}, "batch_size": 16,
+          "train": {"steps": 120, "lr": 1e-3, "log_every": 10, "checkpoint_every": 10, "seed": 3}}
+
+
+def command(world: Path, tokenizer: Path, out: Path, resume: Path) -> list[str]:
+    return [sys.executable, "-m", "vltune.cli", "--threads", "1", "pretrain-bart", "--data", str(world),
+            "--tokenizer", str(tokenizer), "--out", str(out), "--params", json.dumps(PARAMS),
+            "--resume-dir", str(resume)]
+
+
+def run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def test_sigkilled_training_job_resumes_to_the_uninterrupted_result(tiny_world, tokenizer_dir, tmp_path):
+    run(command(tiny_world, tokenizer_dir, tmp_path / "ref", tmp_path / "resume-ref"))
+    reference = json.loads((tmp_path / "ref/train_log.json").read_text())
+    assert reference["resumed_from"] == 0
+
+    out, resume = tmp_path / "out", tmp_path / "resume"
+    job = subprocess.Popen(command(tiny_world, tokenizer_dir, out, resume), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (resume / "latest").exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.send_signal(signal.SIGKILL)  # mid-way: past the first checkpoint, well before step 120
+    assert job.wait() == -signal.SIGKILL, "the job finished before it could be killed"
+    assert not (out / "train_log.json").exists()
+    killed_at = int((resume / "latest").read_text().removeprefix("step-"))
+    assert 0 < killed_at < PARAMS["train"]["steps"]
+
+    run(command(tiny_world, tokenizer_dir, out, resume))  # the re-run, same command
+    resumed = json.loads((out / "train_log.json").read_text())
+    assert resumed["resumed_from"] == killed_at
+    assert resumed["history"] == reference["history"]
+    assert resumed["final_loss"] == reference["final_loss"]
+    ref_w, res_w = load_file(str(tmp_path / "ref/model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(ref_w[k], res_w[k]) for k in ref_w)
+    assert not resume.exists(), "a finished run removes its resume checkpoints"

@@ -63,3 +63,15 @@ def test_method_averages_and_pareto_plot(tmp_path):
     assert avg.loc[0, "avg"] == pytest.approx(98.0) and avg.loc[0, "avg_std"] == pytest.approx(4.2426, abs=1e-3)
     assert avg.loc[0, "trainable_pct"] == 25.0
     assert (tmp_path / "report/pareto.png").stat().st_size > 1000
+
+
+def test_each_experiment_averages_its_own_tasks(tmp_path):
+    """eP-ALM reports VQA and CIDEr only: its Avg is their mean, not dropped for a missing NLVR2."""
+    ep = tmp_path / "epalm.json"
+    ep.write_text(json.dumps({"experiment": "epalm", "method": "epalm-linear", "seed": 1, "trainable_params": 1,
+                              "total_params": 100, "trainable_pct": 1.0, "vqa_accuracy": 60.0, "caption_cider": 80.0}))
+    df = write_report([_run(tmp_path, 1, 70.0, 200.0), ep], tmp_path / "report")
+    avg = method_averages(df).set_index("experiment")
+    assert avg.loc["epalm", "avg"] == pytest.approx(70.0) and avg.loc["vlpet", "avg"] == pytest.approx(95.0)
+    md = (tmp_path / "report/summary.md").read_text()
+    assert "### epalm" in md and "| epalm-linear | 1 | 1.00 | 60.00 | 80.00 | 70.00 |" in md

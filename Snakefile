@@ -16,6 +16,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/backbones.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/vlpet.smk"
+include: "workflow/rules/epalm.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

@@ -15,11 +15,12 @@ def check_method_configs():
     `vlpet.method_configs` stops the workflow before any job (the schema cannot know the keys)."""
     from vltune.pet import resolve_config
 
-    for method, overrides in config["vlpet"]["method_configs"].items():
-        try:
-            resolve_config({**overrides, "method": method})
-        except ValueError as e:
-            raise ValueError(f"config key vlpet.method_configs.{method}: {e}") from None
+    for section in ("vlpet", "epalm"):
+        for method, overrides in config[section]["method_configs"].items():
+            try:
+                resolve_config({**overrides, "method": method})
+            except ValueError as e:
+                raise ValueError(f"config key {section}.method_configs.{method}: {e}") from None
 
 
 check_method_configs()
@@ -115,7 +116,8 @@ def vlpet_metrics():
 
 
 def report_inputs():
-    return vlpet_metrics() + [f"results/baselines/{DATASET}/metrics.json"]
+    # epalm_metrics: workflow/rules/epalm.smk (included before the report rule asks for this)
+    return vlpet_metrics() + epalm_metrics() + [f"results/baselines/{DATASET}/metrics.json"]
 
 
 def get_final_outputs():

@@ -116,7 +116,7 @@ SUBCOMMANDS = [
         ("--predictions", dict(default=None, help="optional predictions.json to write")),
     ]),
     ("params", C.params, "plan trainable/total parameters of a VL model + PET method (meta device, no download)", [
-        ("--arch", dict(required=True, help="architecture preset: bart-base or t5-base")),
+        ("--arch", dict(required=True, help="architecture preset: bart-base, t5-base, or eP-ALM's <opt-350m|opt-2.7b|opt-6.7b>+<vit-b16|vit-l16>")),
         ("--method", dict(required=True, help="PET method (e.g. vlpet-large, lora, full)")),
         ("--params", dict(default="{}", help="JSON method hyper-parameter overrides, e.g. '{\"adapter_dim\": 48}'")),
     ]),

@@ -189,7 +189,7 @@ def pretrain_vit(args) -> None:
 
     p = parse_params(args.params, "pretrain-vit")
     world = read_json(Path(args.data) / "world.json")
-    result = run(args.data, args.out, p["arch"], int(world["grid"]), _train_config(p, "pretrain-vit"),
+    result = run(args.data, args.out, p["arch"], int(world["config"]["grid"]), _train_config(p, "pretrain-vit"),
                  p["batch_size"], patch_loss_weight=p.get("patch_loss_weight", 1.0), resume_dir=args.resume_dir)
     write_json(Path(args.out) / "train_log.json", result)
 

@@ -70,3 +70,27 @@ def test_default_config_runs_every_method_and_full_grid_is_one_switch_away(tmp_p
     assert len(full) == 2 * len(method_names()) * 3
     assert {(f, m) for f, m, _, _ in full} == {(f, m) for f in ("bart", "t5") for m in method_names()}
     assert len({steps for _, _, steps, _ in full}) == 1  # one budget: every row comparable
+
+
+def test_epalm_runs_both_variants_per_task_on_cached_perception(tmp_path):
+    """The default trains epalm-linear and epalm-prompt on VQA and captioning (one checkpoint per
+    task, as the reference), reading the cached [CLS] store; the full grid adds GQA and 3 seeds;
+    `perception: recomputed` drops the cache and runs the encoder inside training instead."""
+
+    def runs(shell):
+        return {tuple(c.split("--out results/epalm/")[1].split("/")[:3]) for c in shell if "finetune-epalm" in c}
+
+    shell = dry_run(tmp_path, ROOT / "config/config.yaml")
+    assert runs(shell) == {(m, "seed42", t) for m in ("epalm-linear", "epalm-prompt") for t in ("vqa", "caption")}
+    assert sum("extract-perception" in c for c in shell) == 1
+    assert all("--perception resources/features/tiny-vit/shapes" in c for c in shell if "-epalm " in c)
+    evals = [c for c in shell if "evaluate-epalm" in c]
+    assert len(evals) == 2 and all("vqa=results/epalm/" in c and "caption=results/epalm/" in c for c in evals)
+    assert any("results/epalm/epalm-prompt/seed42/metrics.json" in c for c in shell if "vltune report" in c)
+    full = runs(dry_run(tmp_path, ROOT / "config/config.yaml", ROOT / "config/synthetic-full.yaml"))
+    assert len(full) == 2 * 3 * 3
+    recomputed = tmp_path / "recomputed.yaml"
+    recomputed.write_text(yaml.safe_dump({"epalm": {"perception": "recomputed"}}))
+    shell = dry_run(tmp_path, ROOT / "config/config.yaml", recomputed)
+    assert not any("extract-perception" in c for c in shell)
+    assert not any("--perception" in c for c in shell if "-epalm " in c)

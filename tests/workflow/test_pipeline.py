@@ -40,7 +40,7 @@ def test_summary_has_one_row_per_run_and_baseline(pipeline_run):
     for col in ("vqa_accuracy", "gqa_accuracy", "nlvr2_accuracy", "caption_cider", "caption_bleu4",
                 "caption_meteor", "caption_rouge_l"):
         assert col in df.columns
-    assert set(df.experiment) == {"baselines", "vlpet-bart", "vlpet-t5"}  # one experiment per family
+    assert set(df.experiment) == {"baselines", "vlpet-bart", "vlpet-t5", "epalm"}  # one experiment per family
     for family in ("bart", "t5"):
         runs = df[df.experiment == f"vlpet-{family}"]
         assert sorted(runs.seed.tolist()) == [1, 1, 2, 2] and set(runs.method) == {"full", "vlpet-large"}
@@ -50,6 +50,10 @@ def test_summary_has_one_row_per_run_and_baseline(pipeline_run):
         assert (pet.trainable_pct < 50).all() and (pet.total_params > full.total_params.iloc[0]).all()
     assert set(df[df.experiment == "baselines"].method) == {"majority_type", "majority_overall", "constant_caption"}
     assert runs[["vqa_accuracy", "gqa_accuracy", "nlvr2_accuracy"]].apply(lambda s: s.between(0, 100)).all().all()
+    epalm = df[df.experiment == "epalm"]
+    assert sorted(epalm.method) == ["epalm-linear", "epalm-prompt"] and (epalm.trainable_pct < 10).all()
+    assert epalm.vqa_accuracy.between(0, 100).all() and epalm.caption_cider.notna().all()
+    assert epalm.nlvr2_accuracy.isna().all()  # eP-ALM trains VQA and captioning only here
     md = (pipeline_run / "results/report/summary.md").read_text()
     assert md.count("| full |") == 2 and md.count("| vlpet-large |") == 2  # a table per family
     assert "### vlpet-bart" in md and "### vlpet-t5" in md

@@ -146,7 +146,7 @@ def pareto_plot(df: pd.DataFrame, path: Path) -> None:
         ax.plot(front["trainable_pct"], front["avg"], "--", color=color, linewidth=1)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (%)")
-    ax.set_ylabel("Avg of the experiment's tasks (VQA, GQA, NLVR2, CIDEr)")
+    ax.set_ylabel("Avg of the experiment's tasks")
     if len(points):
         ax.legend(fontsize=7)
     fig.tight_layout()

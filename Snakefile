@@ -17,6 +17,7 @@ include: "workflow/rules/backbones.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/vlpet.smk"
 include: "workflow/rules/merging.smk"
+include: "workflow/rules/epalm.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

@@ -212,6 +212,80 @@ def rulegraph(args) -> None:
     write_rule_graph(args.snakefile, parse_params(args.config, "rulegraph"), args.out)
 
 
+def pretrain_opt(args) -> None:
+    from .backbones.opt import pretrain_opt as run
+
+    p = parse_params(args.params, "pretrain-opt")
+    result = run(args.data, args.tokenizer, args.out, p["arch"], _train_config(p, "pretrain-opt"),
+                 p["batch_size"], resume_dir=args.resume_dir)
+    write_json(Path(args.out) / "train_log.json", result)
+
+
+def pretrain_vit(args) -> None:
+    from .backbones.vit import pretrain_vit as run
+
+    p = parse_params(args.params, "pretrain-vit")
+    world = read_json(Path(args.data) / "world.json")
+    result = run(args.data, args.out, p["arch"], int(world["config"]["grid"]), _train_config(p, "pretrain-vit"),
+                 p["batch_size"], patch_loss_weight=p.get("patch_loss_weight", 1.0), resume_dir=args.resume_dir)
+    write_json(Path(args.out) / "train_log.json", result)
+
+
+def extract_perception(args) -> None:
+    from .features.perception import extract_perception as run
+
+    p = parse_params(args.params, "extract-perception")
+    try:
+        run(args.data, args.encoder, args.out, batch_size=p.get("batch_size", 256), shard_size=p.get("shard_size", 4096),
+            normalize=p.get("normalize", "clip"), dtype=p.get("dtype", "float32"))
+    except ValueError as e:
+        raise UserError(f"extract-perception: {e}") from None
+
+
+def finetune_epalm(args) -> None:
+    from .train.epalm import finetune_epalm as run
+
+    p = parse_params(args.params, "finetune-epalm")
+    method_config = p.get("method_config") or {}
+    _check_method_config(args.method, method_config, "finetune-epalm")
+    if args.perception and p.get("augment", False):  # before any model is loaded
+        raise UserError("finetune-epalm: augment needs the encoder every step; drop --perception")
+    run(args.data, args.lm, args.encoder, args.out, args.task, args.method, _train_config(p, "finetune-epalm", args.seed),
+        p["batch_size"], features_dir=args.perception, augment=p.get("augment", False),
+        normalize_images=p.get("normalize", "clip"), loss_weight=p.get("loss_weight", 0.1), dropout=p.get("dropout"),
+        method_config=method_config, resume_dir=args.resume_dir)
+
+
+def evaluate_epalm(args) -> None:
+    from .evaluate.epalm import evaluate_epalm as run
+
+    p = parse_params(args.params, "evaluate-epalm")
+    checkpoints = {}
+    for item in args.checkpoints:
+        task, sep, path = item.partition("=")
+        if not sep:
+            raise UserError(f"evaluate-epalm: --checkpoints takes TASK=DIR items, got {item!r}")
+        checkpoints[task] = path
+    preds: dict | None = {} if args.predictions else None
+    metrics, metas = run(checkpoints, args.data, args.perception, args.lm, args.encoder, save_predictions=preds, **p)
+    first = next(iter(metas.values()))
+    logs = {t: read_json(Path(c) / "train_log.json") for t, c in checkpoints.items()}
+    world = read_json(Path(args.data) / "world.json")
+    record = {
+        "experiment": args.experiment, "method": first["method"], "seed": first["seed"],
+        "trainable_params": first["trainable_params"], "total_params": first["total_params"],
+        "trainable_pct": first["trainable_pct"], **metrics,
+        "perception": first["perception"],
+        "train_wall_s": sum(lg["wall_s"] for lg in logs.values()),
+        "train_final_loss": {t: lg["final_loss"] for t, lg in logs.items()},
+        "config_hash": config_hash({"world": world, "train": metas, "eval": p}),
+        "device": _device(), "python": platform.python_version(),
+    }
+    write_json(args.out, record)
+    if preds is not None:
+        write_json(args.predictions, preds)
+
+
 def _device() -> str:
     import torch
 

@@ -70,3 +70,26 @@ def test_params_command_reports_bad_input_in_one_line(capsys, argv, message):
 
     assert main(["params", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_planner_epalm_pt_l_trains_six_hundredths_of_a_percent(capsys):
+    """seeds-spec §3(c): OPT-6.7B + ViT-L, one shared Linear(1024 → 4096) + a 10 × 4096 prompt table
+    without MLP = 4,239,360 ≈ 0.06 % (the paper: "0.06 % (~4M)"); through the CLI as a user types it."""
+    from vltune.cli import main
+
+    assert main(["params", "--arch", "opt-6.7b+vit-l16", "--method", "epalm-prompt",
+                 "--params", '{"shared_connector": true, "prompt_mlp": false}']) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["trainable"] == 1024 * 4096 + 4096 + 10 * 4096
+    assert round(plan["trainable_pct"], 2) == 0.06
+
+
+def test_planner_epalm_default_configs_match_the_spec():
+    """§3(c): OPT-2.7B + ViT-B, 6 connectors + MLP prompt ≈ 24.95M ≈ 0.9 %; OPT-350m's connectors
+    map to its hidden 1024 (not the 512-wide word embedding)."""
+    plan = plan_parameters("opt-2.7b+vit-b16", "epalm-prompt")
+    assert plan["trainable"] == 6 * (768 * 2560 + 2560) + 10 * 2560 + 2 * (2560 * 2560 + 2560)
+    assert round(plan["trainable_pct"], 1) == 0.9
+    assert plan_parameters("opt-350m+vit-b16", "epalm-linear")["trainable"] == 6 * (768 * 1024 + 1024)
+    with pytest.raises(ValueError, match="unknown eP-ALM arch 'opt-1b\\+vit-b16'"):
+        plan_parameters("opt-1b+vit-b16", "epalm-linear")

@@ -107,3 +107,15 @@ def test_merging_table_lists_the_path_in_order_with_diagnostics_and_the_plot(tmp
 def test_merging_plot_without_merging_runs_says_so(tmp_path):
     write_report([_run(tmp_path, 1, 70.0, 200.0)], tmp_path / "report")
     assert (tmp_path / "report/merging.png").exists()
+
+
+def test_each_experiment_averages_its_own_tasks(tmp_path):
+    """eP-ALM reports VQA and CIDEr only: its Avg is their mean, not dropped for a missing NLVR2."""
+    ep = tmp_path / "epalm.json"
+    ep.write_text(json.dumps({"experiment": "epalm", "method": "epalm-linear", "seed": 1, "trainable_params": 1,
+                              "total_params": 100, "trainable_pct": 1.0, "vqa_accuracy": 60.0, "caption_cider": 80.0}))
+    df = write_report([_run(tmp_path, 1, 70.0, 200.0), ep], tmp_path / "report")
+    avg = method_averages(df).set_index("experiment")
+    assert avg.loc["epalm", "avg"] == pytest.approx(70.0) and avg.loc["vlpet", "avg"] == pytest.approx(95.0)
+    md = (tmp_path / "report/summary.md").read_text()
+    assert "### epalm" in md and "| epalm-linear | 1 | 1.00 | 60.00 | 80.00 | 70.00 |" in md

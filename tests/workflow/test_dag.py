@@ -111,3 +111,27 @@ def test_merging_study_runs_every_merge_method_and_its_grid_is_one_switch_away(t
     assert len({n for n, _ in grid if n.startswith("interpolation-r")}) >= 5
     assert len({n for n, _ in grid if n.startswith("arithmetic-l")}) >= 3
     assert len({s for _, s in grid}) == 3 and {"seed", "specific"} <= {n for n, _ in grid}
+
+
+def test_epalm_runs_both_variants_per_task_on_cached_perception(tmp_path):
+    """The default trains epalm-linear and epalm-prompt on VQA and captioning (one checkpoint per
+    task, as the reference), reading the cached [CLS] store; the full grid adds GQA and 3 seeds;
+    `perception: recomputed` drops the cache and runs the encoder inside training instead."""
+
+    def runs(shell):
+        return {tuple(c.split("--out results/epalm/")[1].split("/")[:3]) for c in shell if "finetune-epalm" in c}
+
+    shell = dry_run(tmp_path, ROOT / "config/config.yaml")
+    assert runs(shell) == {(m, "seed42", t) for m in ("epalm-linear", "epalm-prompt") for t in ("vqa", "caption")}
+    assert sum("extract-perception" in c for c in shell) == 1
+    assert all("--perception resources/features/tiny-vit/shapes" in c for c in shell if "-epalm " in c)
+    evals = [c for c in shell if "evaluate-epalm" in c]
+    assert len(evals) == 2 and all("vqa=results/epalm/" in c and "caption=results/epalm/" in c for c in evals)
+    assert any("results/epalm/epalm-prompt/seed42/metrics.json" in c for c in shell if "vltune report" in c)
+    full = runs(dry_run(tmp_path, ROOT / "config/config.yaml", ROOT / "config/synthetic-full.yaml"))
+    assert len(full) == 2 * 3 * 3
+    recomputed = tmp_path / "recomputed.yaml"
+    recomputed.write_text(yaml.safe_dump({"epalm": {"perception": "recomputed"}}))
+    shell = dry_run(tmp_path, ROOT / "config/config.yaml", recomputed)
+    assert not any("extract-perception" in c for c in shell)
+    assert not any("--perception" in c for c in shell if "-epalm " in c)

@@ -41,7 +41,7 @@ def test_summary_has_one_row_per_run_and_baseline(pipeline_run):
     for col in ("vqa_accuracy", "gqa_accuracy", "nlvr2_accuracy", "caption_cider", "caption_bleu4",
                 "caption_meteor", "caption_rouge_l"):
         assert col in df.columns
-    assert set(df.experiment) == {"baselines", "vlpet-bart", "vlpet-t5", "merging"}  # one experiment per family
+    assert set(df.experiment) == {"baselines", "vlpet-bart", "vlpet-t5", "merging", "epalm"}  # one experiment per family
     for family in ("bart", "t5"):
         runs = df[df.experiment == f"vlpet-{family}"]
         assert sorted(runs.seed.tolist()) == [1, 1, 2, 2] and set(runs.method) == {"full", "vlpet-large"}
@@ -51,6 +51,10 @@ def test_summary_has_one_row_per_run_and_baseline(pipeline_run):
         assert (pet.trainable_pct < 50).all() and (pet.total_params > full.total_params.iloc[0]).all()
     assert set(df[df.experiment == "baselines"].method) == {"majority_type", "majority_overall", "constant_caption"}
     assert runs[["vqa_accuracy", "gqa_accuracy", "nlvr2_accuracy"]].apply(lambda s: s.between(0, 100)).all().all()
+    epalm = df[df.experiment == "epalm"]
+    assert sorted(epalm.method) == ["epalm-linear", "epalm-prompt"] and (epalm.trainable_pct < 10).all()
+    assert epalm.vqa_accuracy.between(0, 100).all() and epalm.caption_cider.notna().all()
+    assert epalm.nlvr2_accuracy.isna().all()  # eP-ALM trains VQA and captioning only here
     md = (pipeline_run / "results/report/summary.md").read_text()
     assert md.count("| full |") == 2 and md.count("| vlpet-large |") == 2  # a table per family
     assert "### vlpet-bart" in md and "### vlpet-t5" in md
@@ -96,10 +100,10 @@ def test_html_report_holds_every_stage_by_category_with_labels_ledger_and_rule_g
     snakemake(pipeline_run, "--report", "report.html", timeout=300)
     html = (pipeline_run / "report.html").read_text(errors="replace")
     categories, results = report_data(html, "categories"), report_data(html, "results")
-    assert {"Data", "Backbones", "PET", "Merging", "Evaluation", "Provenance"} <= set(categories)
+    assert {"Data", "Backbones", "PET", "Merging", "eP-ALM", "Evaluation", "Provenance"} <= set(categories)
     assert categories["Data"]["Other"] == ["resources/data/shapes/world.json"]
     assert sorted(categories["Backbones"]["Other"]) == [f"resources/backbones/tiny-{b}/train_log.json"
-                                                        for b in ("bart", "clip", "t5")]
+                                                        for b in ("bart", "clip", "opt", "t5", "vit")]
     assert {"summary.csv", "summary.md", "scores.png", "pareto.png"} <= {
         Path(f).name for f in categories["Evaluation"]["Other"]}
     assert sorted(categories["Provenance"]["Other"]) == ["results/report/ledger.csv", "results/report/rulegraph.svg"]
@@ -112,13 +116,16 @@ def test_html_report_holds_every_stage_by_category_with_labels_ledger_and_rule_g
     inits = {results[r]["labels"]["init"] for r in categories["Merging"]["fine-tuned inits"]}
     assert inits == {"agnostic", "average", "interpolation-r0.25", "interpolation-r0.75", "arithmetic-l0.75",
                      "regmean", "ties", "dare"}
+    epalm = {(results[r]["labels"]["method"], results[r]["labels"]["seed"]) for r in categories["eP-ALM"]["metrics"]}
+    assert epalm == {("epalm-linear", "1"), ("epalm-prompt", "1")}
     assert all(results[f]["caption"].strip() for c in categories.values() for fs in c.values() for f in fs)
     svg = results["results/report/rulegraph.svg"]
     assert svg["data_uri"].startswith("data:image/svg+xml")
     ledger = pd.read_csv(pipeline_run / "results/report/ledger.csv")
     # every job of the DAG but the local report / rule graph, each with its commit, device, time, memory
-    # (merging: 3 pretraining stages, 3 RegMean Gram sets, 9 merges, 8 fine-tuned inits)
-    assert len(ledger) == 1 + 1 + 3 + 1 + 1 + 2 * 8 + 3 + 3 + 9 + 8
+    # (merging: 3 pretraining stages, 3 RegMean Gram sets, 9 merges, 8 fine-tuned inits; eP-ALM: OPT,
+    # ViT, perception store, 2 methods x 2 tasks fine-tuned, 2 evaluations)
+    assert len(ledger) == 1 + 1 + 3 + 1 + 1 + 2 * 8 + 3 + 3 + 9 + 8 + 3 + 4 + 2
     assert ledger[["git_commit", "device", "wall_s", "peak_rss_mb", "pkg:torch"]].notna().all().all()
     assert ledger.job.str.startswith("finetune_vlbart/").sum() == 8
     assert ledger.job.str.startswith("finetune_vlmo/").sum() == 8

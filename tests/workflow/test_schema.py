@@ -101,3 +101,12 @@ def test_unknown_pet_hyper_parameter_stops_the_workflow_before_any_job(tmp_path)
     assert rc != 0
     assert "vlpet.method_configs.vlpet-large" in out and "'adapter_dimm'" in out and "adapter_dim" in out
     assert not (tmp_path / "resources").exists()
+
+
+def test_unknown_epalm_hyper_parameter_stops_the_workflow_before_any_job(tmp_path):
+    bad = _load(".test/config/config.yaml")
+    bad["epalm"]["method_configs"] = {"epalm-prompt": {"prompt_length": 4}}
+    rc, out = _dry_run(bad, tmp_path)
+    assert rc != 0
+    assert "epalm.method_configs.epalm-prompt" in out and "'prompt_length'" in out
+    assert not (tmp_path / "resources").exists()

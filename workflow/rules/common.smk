@@ -16,11 +16,12 @@ def check_method_configs():
     `vlpet.method_configs` stops the workflow before any job (the schema cannot know the keys)."""
     from vltune.pet import resolve_config
 
-    for method, overrides in config["vlpet"]["method_configs"].items():
-        try:
-            resolve_config({**overrides, "method": method})
-        except ValueError as e:
-            raise ValueError(f"config key vlpet.method_configs.{method}: {e}") from None
+    for section in ("vlpet", "epalm"):
+        for method, overrides in config[section]["method_configs"].items():
+            try:
+                resolve_config({**overrides, "method": method})
+            except ValueError as e:
+                raise ValueError(f"config key {section}.method_configs.{method}: {e}") from None
 
 
 check_method_configs()
@@ -61,7 +62,7 @@ TRAIN_GPUS = RES["gpus"]
 
 wildcard_constraints:
     family="bart|t5",
-    task="vqa|nlvr2|retrieval",
+    task="vqa|gqa|nlvr2|caption|retrieval",  # merging: vqa|nlvr2|retrieval; eP-ALM: vqa|gqa|caption
     init=r"[a-z]+(-[rl][0-9.]+)?",
     merge=r"average|ties|dare|interpolation-r[0-9.]+|arithmetic-l[0-9.]+|regmean-(vqa|nlvr2|retrieval)",
     method="[a-z0-9_-]+",
@@ -247,8 +248,88 @@ def metrics_dir(wildcards, output):
     return os.path.dirname(output.metrics)
 
 
+# --- eP-ALM (workflow/rules/epalm.smk) ---------------------------------------------------------
+OPT = config["backbones"]["opt"]["name"]
+VIT = config["backbones"]["vit"]["name"]
+PERCEPTION = f"resources/features/{VIT}/{DATASET}"
+
+
+def epalm_cached():
+    """Cached perception unless the config asks for the encoder every step (augmentation needs it)."""
+    e = config["epalm"]
+    return e["perception"] == "cached" and not e["augment"]
+
+
+def epalm_threads(wildcards=None):
+    return config["epalm"]["threads"]
+
+
+def vit_params(wildcards=None):
+    b = config["backbones"]["vit"]
+    return as_json({k: b[k] for k in ("arch", "train", "batch_size", "patch_loss_weight")})
+
+
+def perception_params(wildcards=None):
+    return as_json({**config["features"], "normalize": config["epalm"]["normalize"]})
+
+
+def epalm_inputs(wildcards):
+    inputs = {"tables": expand(f"{DATA}/{{table}}.arrow", table=TABLES), "lm": f"resources/backbones/{OPT}",
+              "encoder": f"resources/backbones/{VIT}"}
+    if epalm_cached():
+        inputs["perception"] = PERCEPTION
+    return inputs
+
+
+def perception_arg(wildcards):
+    """`--perception <store>` when cached; nothing (the encoder runs) otherwise. Quoted here."""
+    return f"--perception {shlex.quote(PERCEPTION)}" if epalm_cached() else ""
+
+
+def epalm_train_params(wildcards):
+    e = config["epalm"]
+    keys = ("batch_size", "loss_weight", "dropout", "augment", "normalize")
+    return as_json({**{k: e[k] for k in keys}, "train": e["train"],
+                    "method_config": e["method_configs"].get(wildcards.method, {})})
+
+
+def epalm_checkpoints(wildcards):
+    return [f"results/epalm/{wildcards.method}/seed{wildcards.seed}/{t}/checkpoint" for t in config["epalm"]["tasks"]]
+
+
+def epalm_checkpoint_args(wildcards):
+    """`task=dir` items for evaluate-epalm, each quoted."""
+    return " ".join(shlex.quote(f"{t}={c}") for t, c in zip(config["epalm"]["tasks"], epalm_checkpoints(wildcards)))
+
+
+def epalm_evaluate_params(wildcards):
+    return as_json({"split": config["evaluate"]["split"], **config["epalm"]["evaluate"]})
+
+
+def epalm_ledgers():
+    """Ledger records of the eP-ALM jobs `all` runs (the common ledger list asks for them)."""
+    e = config.get("epalm")
+    if not e or not e["methods"]:
+        return []
+    runs = expand("{method}/seed{seed}", method=e["methods"], seed=e["seeds"])
+    return [
+        f"results/ledger/pretrain_opt/{OPT}.json",
+        f"results/ledger/pretrain_vit/{VIT}.json",
+        *([f"results/ledger/extract_perception/{VIT}/{DATASET}.json"] if epalm_cached() else []),
+        *(f"results/ledger/finetune_epalm/{run}/{task}.json" for run in runs for task in e["tasks"]),
+        *(f"results/ledger/evaluate_epalm/{run}.json" for run in runs),
+    ]
+
+
+def epalm_metrics():
+    e = config.get("epalm")
+    if not e or not e["methods"]:
+        return []
+    return expand("results/epalm/{method}/seed{seed}/metrics.json", method=e["methods"], seed=e["seeds"])
+
+
 def report_inputs():
-    return vlpet_metrics() + merging_metrics() + [f"results/baselines/{DATASET}/metrics.json"]
+    return vlpet_metrics() + merging_metrics() + epalm_metrics() + [f"results/baselines/{DATASET}/metrics.json"]
 
 
 def ledger_inputs():
@@ -265,6 +346,7 @@ def ledger_inputs():
         f"results/ledger/baselines/{DATASET}.json",
         *(f"results/ledger/{rule}/{run}.json" for run in runs for rule in ("finetune_vlbart", "evaluate_vlbart")),
         *merging_ledgers(),
+        *epalm_ledgers(),
     ]
 
 

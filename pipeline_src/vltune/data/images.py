@@ -14,8 +14,8 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def decode_images(blobs: Sequence[bytes], size: int) -> torch.Tensor:
-    """PNG/JPEG bytes → float tensor (N, 3, size, size), resized (bicubic) if needed, CLIP-normalised."""
+def decode_uint8(blobs: Sequence[bytes], size: int) -> torch.Tensor:
+    """PNG/JPEG bytes → uint8 tensor (N, 3, size, size), resized (bicubic) if needed."""
     from PIL import Image
 
     out = np.empty((len(blobs), size, size, 3), dtype=np.uint8)
@@ -25,7 +25,17 @@ def decode_images(blobs: Sequence[bytes], size: int) -> torch.Tensor:
             if im.size != (size, size):
                 im = im.resize((size, size), Image.BICUBIC)
             out[i] = np.asarray(im)
-    x = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD) -> torch.Tensor:
+    """uint8 (N, 3, H, W) → float, scaled to [0, 1], then ``(x - mean) / std`` per channel."""
+    x = images.float().div_(255.0)
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def decode_images(blobs: Sequence[bytes], size: int, mean: Sequence[float] = CLIP_MEAN,
+                  std: Sequence[float] = CLIP_STD) -> torch.Tensor:
+    """PNG/JPEG bytes → float tensor (N, 3, size, size), resized (bicubic) if needed, normalised
+    with ``mean``/``std`` (CLIP's by default)."""
+    return normalize(decode_uint8(blobs, size), mean, std)

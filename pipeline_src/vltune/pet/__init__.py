@@ -5,8 +5,9 @@ the model, adds the method's layers and marks what trains; ``save_pet``/``load_p
 only the trainable tensors + the config. Importing this package registers every method.
 """
 
-from . import adapter, lora, prompt, selective, vlpet  # noqa: F401  (registers the methods)
+from . import adapter, epalm, lora, prompt, selective, vlpet  # noqa: F401  (registers the methods)
 from .base import (
+    MODEL_KINDS,
     PET_METHODS,
     PetConfig,
     apply_pet,
@@ -21,7 +22,7 @@ from .io import PET_CONFIG, PET_WEIGHTS, is_pet_dir, load_pet, save_pet
 from .targets import FAMILIES, Family, Site
 
 __all__ = [
-    "PET_METHODS", "PetConfig", "apply_pet", "count_parameters", "get_method", "method_names",
+    "MODEL_KINDS", "PET_METHODS", "PetConfig", "apply_pet", "count_parameters", "get_method", "method_names",
     "pet_config_dict", "resolve_config", "trainable_state_dict", "PET_CONFIG", "PET_WEIGHTS",
     "is_pet_dir", "load_pet", "save_pet", "FAMILIES", "Family", "Site",
 ]

@@ -76,9 +76,17 @@ class PetMethod:
     load: Callable[[nn.Module, Any], set[str]] | None = None
 
 
+# What a method applies to: "encdec" = the encoder-decoder VL models (VL-BART / VL-T5, the VL-PET
+# experiment); "epalm" = the frozen-LM eP-ALM model (vltune.models.epalm).
+MODEL_KINDS = ("encdec", "epalm")
+
+
 def register_method(name: str, config_cls: type[PetConfig], inject: Callable[[nn.Module, PetConfig], None], *,
-                    pretty_name: str, paper: str | None, save=None, load=None) -> None:
-    PET_METHODS.add(name, PetMethod(config_cls, inject, save, load), pretty_name=pretty_name, paper=paper)
+                    pretty_name: str, paper: str | None, save=None, load=None, model_kind: str = "encdec") -> None:
+    if model_kind not in MODEL_KINDS:
+        raise ValueError(f"PET method {name!r}: model_kind must be one of {MODEL_KINDS}, got {model_kind!r}")
+    PET_METHODS.add(name, PetMethod(config_cls, inject, save, load), pretty_name=pretty_name, paper=paper,
+                    model_kind=model_kind)
 
 
 def get_method(name: str) -> PetMethod:
@@ -89,8 +97,11 @@ def get_method(name: str) -> PetMethod:
         raise ValueError(e.args[0]) from None
 
 
-def method_names() -> list[str]:
-    return PET_METHODS.names()
+def method_names(model_kind: str | None = "encdec") -> list[str]:
+    """Registered methods for one kind of model (see :data:`MODEL_KINDS`); ``None``: all of them."""
+    if model_kind is not None and model_kind not in MODEL_KINDS:
+        raise ValueError(f"model_kind must be one of {MODEL_KINDS} or None, got {model_kind!r}")
+    return [n for n in PET_METHODS.names() if model_kind is None or PET_METHODS.meta(n)["model_kind"] == model_kind]
 
 
 def resolve_config(spec: str | Mapping[str, Any] | PetConfig, family: str | None = None) -> PetConfig:

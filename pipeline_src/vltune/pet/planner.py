@@ -77,7 +77,7 @@ def build_preset_model(arch: str, device: str | torch.device = "meta", config_ov
     try:
         preset = ARCH_PRESETS[arch]
     except KeyError:
-        raise ValueError(f"unknown arch {arch!r}; presets: {', '.join(sorted(ARCH_PRESETS))}") from None
+        raise ValueError(f"unknown arch {arch!r}; presets: {', '.join(sorted(ARCH_PRESETS) + epalm_arch_names())}") from None
     config = {**preset.config, **(config_overrides or {})}
     feat_dim = feat_dim or preset.feat_dim
     with torch.device(device):
@@ -93,8 +93,43 @@ def build_preset_model(arch: str, device: str | torch.device = "meta", config_ov
         return PlannerVLT5(T5ForConditionalGeneration(T5Config(**config)), feat_dim)
 
 
+# eP-ALM presets: published OPT decoders (HF config.json values; OPT-350m is post-LN with a 512-wide
+# word embedding and project_in/out) and timm ImageNet ViTs. An eP-ALM arch is "<lm>+<encoder>".
+OPT_PRESETS: dict[str, dict[str, Any]] = {
+    "opt-350m": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, ffn_dim=4096,
+                     word_embed_proj_dim=512, do_layer_norm_before=False),
+    "opt-2.7b": dict(hidden_size=2560, num_hidden_layers=32, num_attention_heads=32, ffn_dim=10240,
+                     word_embed_proj_dim=2560),
+    "opt-6.7b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, ffn_dim=16384,
+                     word_embed_proj_dim=4096),
+}
+VIT_PRESETS = {"vit-b16": "vit_base_patch16_224", "vit-l16": "vit_large_patch16_224"}
+
+
+def epalm_arch_names() -> list[str]:
+    return [f"{lm}+{enc}" for lm in OPT_PRESETS for enc in VIT_PRESETS]
+
+
+def build_epalm_meta_model(arch: str) -> nn.Module:
+    """eP-ALM (frozen OPT + headless ViT) of ``"<lm>+<encoder>"`` with every tensor on the meta device."""
+    import timm
+    from transformers import OPTConfig, OPTForCausalLM
+
+    from ..models.epalm import EPALM
+
+    lm_name, _, enc_name = arch.partition("+")
+    if lm_name not in OPT_PRESETS or enc_name not in VIT_PRESETS:
+        raise ValueError(f"unknown eP-ALM arch {arch!r}; presets: {', '.join(epalm_arch_names())}")
+    with torch.device("meta"):
+        lm = OPTForCausalLM(OPTConfig(vocab_size=50272, max_position_embeddings=2048, **OPT_PRESETS[lm_name]))
+        vit = timm.create_model(VIT_PRESETS[enc_name], pretrained=False, num_classes=0)
+    return EPALM(lm, vit)
+
+
 def build_meta_model(arch: str) -> nn.Module:
     """The VL model of preset ``arch`` with every tensor on the meta device."""
+    if "+" in arch:
+        return build_epalm_meta_model(arch)
     return build_preset_model(arch, "meta")
 
 

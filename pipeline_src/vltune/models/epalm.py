@@ -1,0 +1,253 @@
+"""eP-ALM: a frozen decoder-only LM (OPT) conditioned on a frozen unimodal encoder (ViT) through one
+perceptual token, injected into the LM's late layers, and an optional soft prompt.
+
+Paper: Shukor et al., "eP-ALM: Efficient Perceptual Augmentation of Language Models" (ICCV 2023,
+https://arxiv.org/abs/2303.11403); behaviour of ``mshukor/eP-ALM`` at 9ecfeb9 (``models/epalm.py``,
+``models/opt.py``) as restated in seeds-spec §3(b). Written from the spec, not ported: the LM is
+transformers' ``OPTForCausalLM`` *unchanged* (any published OPT loads as it is) and the changes the
+reference makes inside its copy of ``OPTDecoder.forward`` are forward pre-hooks on the decoder and
+its layers here:
+
+* layer 0: the soft prompt ``Q`` (P vectors of the word-embedding width, through OPT's
+  ``project_in`` when it has one) goes before the text; it gets no position embedding (the text
+  keeps positions 0, 1, …) and P mask columns "on the left";
+* layer s: the perceptual token ``p_0`` goes before everything (sequence length + 1);
+* layers s < ℓ < e: position 0 is overwritten with ``p_m``, ``m = min((ℓ − s) // ((e − s) // M), M − 1)``;
+* layers ≥ e: the token is left as layer e − 1 made it.
+
+Attention mask (``Injection.mask``): ``"full"`` (the reference's code, default) pads the 4-D mask
+with a zero row and column, so the token attends to every position and every position to it; with
+teacher forcing, layers ≥ e then read a token that has seen future text (seeds-spec §3(f) item 2).
+``"causal"`` lets the token attend only to itself, which no later position can exploit (at the
+first position, every later position still attends to it).
+
+Decoding runs without a KV cache (``use_cache=False``), as the reference's accelerate scripts: every
+step re-runs the whole sequence, so each step inserts the prompt and the token afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Injection:
+    """Where the perceptual token lives in the LM (seeds-spec §3(b) item 4).
+
+    Args:
+        start: layer s where the token is inserted.
+        end: first layer that no longer gets a fresh token (e; layers s..e-1 are injected).
+        n_tokens: M perceptual tokens (the encoder's last M [CLS] vectors), shallow → deep.
+        mask: ``"full"`` (zero mask row/column, the reference) or ``"causal"``.
+    """
+
+    start: int
+    end: int
+    n_tokens: int
+    mask: str = "full"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < self.end:
+            raise ValueError(f"eP-ALM injection layers: need 0 <= start < end, got start={self.start}, end={self.end}")
+        if self.end - self.start < self.n_tokens:
+            raise ValueError(f"eP-ALM injection: {self.n_tokens} tokens need at least as many layers, "
+                             f"got layers {self.start}..{self.end - 1}")
+        if self.mask not in ("full", "causal"):
+            raise ValueError(f"eP-ALM injection mask must be 'full' or 'causal', got {self.mask!r}")
+
+    def token_index(self, layer: int) -> int | None:
+        """Index m of the token given to ``layer`` (inserted or overwritten), or None."""
+        if not self.start <= layer < self.end:
+            return None
+        step = (self.end - self.start) // self.n_tokens
+        return min((layer - self.start) // step, self.n_tokens - 1)
+
+
+def extended_mask(text_mask: torch.Tensor, n_prompt: int, visual: bool, mode: str, dtype: torch.dtype) -> torch.Tensor:
+    """Additive 4-D mask (B, 1, N, N) over ``[visual?][prompt][text]``: causal over prompt + text
+    with padded text keys masked; the visual token's row/column per ``mode`` (see the module doc)."""
+    b, t = text_mask.shape
+    n = n_prompt + t
+    keys = torch.cat([text_mask.new_ones(b, n_prompt), text_mask], dim=1).bool()
+    allowed = torch.ones(n, n, dtype=torch.bool, device=text_mask.device).tril()[None] & keys[:, None, :]
+    if visual:
+        allowed = nn.functional.pad(allowed, (1, 0, 1, 0), value=True)
+        if mode == "causal":
+            allowed[:, 0, 1:] = False
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=text_mask.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+@dataclass
+class _Run:
+    """State of one LM forward call under injection (set by the decoder hook, read by the layer hooks)."""
+
+    tokens: torch.Tensor | None  # (B, M, D) perceptual tokens
+    prompt: torch.Tensor | None  # (P, D) prompt in the hidden width (after project_in)
+    text_mask: torch.Tensor | None = None
+    masks: dict | None = None
+
+
+class EPALM(nn.Module):
+    """Frozen ``OPTForCausalLM`` + frozen ViT (or cached [CLS] vectors) + the eP-ALM slots.
+
+    The PET methods ``epalm-linear`` / ``epalm-prompt`` (``vltune.pet.epalm``) fill the slots:
+    ``connector`` ((B, M, d_v) → (B, M, D)), ``prompt`` (an ``InputPrompt``, or None) and
+    ``injection``. With the slots empty the model is the plain LM.
+
+    Args:
+        lm: the (pretrained) OPT; its modules keep their names under ``lm.``.
+        encoder: a timm ViT, or None when training reads cached [CLS] vectors.
+        vision_width, vision_depth: d_v and the number of encoder blocks (from ``encoder`` if given).
+    """
+
+    def __init__(self, lm: nn.Module, encoder: nn.Module | None = None, vision_width: int | None = None,
+                 vision_depth: int | None = None):
+        super().__init__()
+        if getattr(lm.config, "model_type", None) != "opt":
+            raise ValueError(f"eP-ALM hooks OPT decoder layers; got a {getattr(lm.config, 'model_type', None)!r} model")
+        self.lm = lm
+        self.config = lm.config
+        self.encoder = encoder
+        self.vision_width = int(vision_width or encoder.embed_dim)
+        self.vision_depth = int(vision_depth or len(encoder.blocks))
+        self.connector: nn.Module | None = None
+        self.prompt: nn.Module | None = None
+        self.injection: Injection | None = None
+        self._run: _Run | None = None
+        decoder = self.decoder
+        decoder.register_forward_pre_hook(self._decoder_pre_hook, with_kwargs=True)
+        for i, layer in enumerate(decoder.layers):
+            layer.register_forward_pre_hook(partial(self._layer_pre_hook, i), with_kwargs=True)
+
+    @property
+    def decoder(self) -> nn.Module:
+        return self.lm.model.decoder
+
+    @property
+    def n_prefix(self) -> int:
+        """Positions before the text in the LM's output: the perceptual token and the prompt."""
+        n_prompt = 0 if self.prompt is None else self.prompt.embedding.num_embeddings
+        return n_prompt + (self.connector is not None)
+
+    # --- perception ----------------------------------------------------------------------------
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, depth, d_v) [CLS] after every encoder block, through the final norm (frozen: no grad)."""
+        from ..backbones.vit import block_cls
+
+        if self.encoder is None:
+            raise ValueError("this eP-ALM model has no encoder: pass cached perception instead of pixel_values")
+        with torch.no_grad():
+            return block_cls(self.encoder, pixel_values)
+
+    def perceptual_tokens(self, perception: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None):
+        """(B, M, D) connector outputs from the encoder's last M [CLS] vectors (cached or recomputed)."""
+        if self.connector is None or self.injection is None:
+            raise ValueError("no eP-ALM connector: apply the epalm-linear or epalm-prompt method first")
+        if perception is None:
+            if pixel_values is None:
+                raise ValueError("eP-ALM needs either cached perception (B, depth, d_v) or pixel_values")
+            perception = self.encode_images(pixel_values)
+        if perception.ndim != 3 or perception.shape[1] < self.injection.n_tokens or perception.shape[2] != self.vision_width:
+            raise ValueError(f"perception must be (B, depth >= {self.injection.n_tokens}, {self.vision_width}) "
+                             f"[CLS] vectors, got {tuple(perception.shape)}")
+        return self.connector(perception[:, -self.injection.n_tokens:].to(self._dtype()))
+
+    def _dtype(self) -> torch.dtype:
+        return self.decoder.embed_tokens.weight.dtype
+
+    # --- hooks ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _injecting(self, tokens: torch.Tensor | None):
+        prompt = None
+        if self.prompt is not None:
+            prompt = self.prompt(1)[0]
+            if self.decoder.project_in is not None:
+                prompt = self.decoder.project_in(prompt)
+        self._run = _Run(tokens, prompt) if tokens is not None or prompt is not None else None
+        try:
+            yield
+        finally:
+            self._run = None
+
+    def _decoder_pre_hook(self, module, args, kwargs):
+        run = self._run
+        if run is None:
+            return None
+        cache = kwargs.get("past_key_values")
+        if kwargs.get("use_cache") or (cache is not None and cache.get_seq_length() > 0):
+            raise NotImplementedError("eP-ALM runs the LM without a KV cache (use_cache=False), as the reference")
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        ref = ids if ids is not None else kwargs["inputs_embeds"]
+        mask = kwargs.get("attention_mask")
+        run.text_mask = mask if mask is not None else torch.ones(ref.shape[:2], dtype=torch.long, device=ref.device)
+        run.masks = {}
+        return None
+
+    def _mask(self, visual: bool, dtype: torch.dtype) -> torch.Tensor:
+        run = self._run
+        key = (visual, dtype)
+        if key not in run.masks:
+            n_prompt = 0 if run.prompt is None else len(run.prompt)
+            mode = self.injection.mask if self.injection is not None else "full"
+            run.masks[key] = extended_mask(run.text_mask, n_prompt, visual, mode, dtype)
+        return run.masks[key]
+
+    def _layer_pre_hook(self, layer: int, module, args, kwargs):
+        run = self._run
+        if run is None:
+            return None
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if layer == 0 and run.prompt is not None:
+            hidden = torch.cat([run.prompt.to(hidden.dtype).expand(len(hidden), -1, -1), hidden], dim=1)
+        m = None if run.tokens is None else self.injection.token_index(layer)
+        if m is not None:
+            token = _per_row(run.tokens[:, m], len(hidden)).to(hidden.dtype)[:, None]
+            rest = hidden if layer == self.injection.start else hidden[:, 1:]
+            hidden = torch.cat([token, rest], dim=1)
+        visual = run.tokens is not None and layer >= self.injection.start
+        kwargs = {**kwargs, "attention_mask": self._mask(visual, hidden.dtype)}
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+    # --- training and inference ----------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, perception: torch.Tensor | None = None,
+                pixel_values: torch.Tensor | None = None):
+        """LM output over ``[visual][prompt][text]``: ``logits`` has :attr:`n_prefix` extra positions
+        in front; logits at text position t predict text token t + 1."""
+        tokens = None if self.connector is None else self.perceptual_tokens(perception, pixel_values)
+        with self._injecting(tokens):
+            return self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, perception: torch.Tensor | None = None,
+                 pixel_values: torch.Tensor | None = None, **gen_kwargs) -> torch.Tensor:
+        """``OPTForCausalLM.generate`` (greedy or beam search) under injection, without a KV cache;
+        returns only the new tokens. Prompts must be left-padded (the last position is the last text
+        token)."""
+        if attention_mask[:, -1].eq(0).any():
+            raise ValueError("eP-ALM generation needs left-padded prompts (a right pad would be read as the last token)")
+        tokens = None if self.connector is None else self.perceptual_tokens(perception, pixel_values)
+        with self._injecting(tokens):
+            out = self.lm.generate(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **gen_kwargs)
+        return out[:, input_ids.shape[1]:]
+
+
+def _per_row(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """``x`` (B, ...) repeated for ``rows`` = B × k rows, as generate expands a batch for k beams."""
+    if len(x) == rows:
+        return x
+    if rows % len(x):
+        raise ValueError(f"cannot spread {len(x)} perceptual tokens over {rows} sequences")
+    return x.repeat_interleave(rows // len(x), dim=0)
+
+
+def text_logits(model: EPALM, output) -> torch.Tensor:
+    """The logits at the text positions (drops the perceptual token and prompt positions)."""
+    return output.logits[:, model.n_prefix:]

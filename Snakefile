@@ -18,6 +18,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/vlpet.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/das.smk"
 
 
 rule all:

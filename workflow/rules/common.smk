@@ -123,7 +123,7 @@ def get_final_outputs():
         "results/report/summary.md",
         "results/report/scores.png",
         "results/report/pareto.png",
-    ]
+    ] + das_report_outputs()
 
 
 # Folder arguments derived from the declared files (not hard-coded prefixes: see `snakemake --lint`).
@@ -137,3 +137,67 @@ def world_dir(wildcards, output):
 
 def report_dir(wildcards, output):
     return os.path.dirname(output.csv)
+
+
+# --- DAS study (workflow/rules/das.smk) ---
+import shlex
+
+
+wildcard_constraints:
+    task="vqa|gqa|nlvr2|caption",
+    k=r"\d+",
+
+
+def das_config():
+    return config.get("das") or {"tasks": []}
+
+
+def _das_common():
+    d = das_config()
+    return {"batch_size": d["batch_size"], "dropout": d["dropout"], "method_config": d["method_config"]}
+
+
+def das_search_params(wildcards):
+    d = das_config()
+    search = dict(d["search"])
+    train = {**d["train"], "steps": search.pop("steps")}
+    return as_json({**_das_common(), "train": train, "search": search})
+
+
+def das_finetune_params(wildcards):
+    return as_json({**_das_common(), "train": das_config()["train"]})
+
+
+def das_evaluate_params(wildcards):
+    e = config["evaluate"]
+    keys = ("split", "batch_size", "caption_beams", "caption_max_len", "answer_max_len")
+    return as_json({**{k: e[k] for k in keys}, "latency": das_config()["latency"]})
+
+
+def das_skip_file(wildcards):
+    """k > 0 fine-tunes the blocks its search chose; k = 0 needs no search."""
+    if int(wildcards.k) == 0:
+        return {}
+    return {"skip": f"results/das/{wildcards.family}/{wildcards.task}/k{wildcards.k}/seed{wildcards.seed}/skip.json"}
+
+
+def das_skip_arg(wildcards, input):
+    return f"--skip {shlex.quote(input.skip)}" if "skip" in input.keys() else ""
+
+
+def das_metrics():
+    d = das_config()
+    return expand("results/das/bart/{task}/k{k}/seed{seed}/metrics.json", task=d["tasks"], k=d.get("k", []),
+                  seed=d.get("seeds", []))
+
+
+def das_skips():
+    d = das_config()
+    return expand("results/das/bart/{task}/k{k}/seed{seed}/skip.json", task=d["tasks"],
+                  k=[k for k in d.get("k", []) if k > 0], seed=d.get("seeds", []))
+
+
+def das_report_outputs():
+    if not das_metrics():
+        return []
+    return [f"results/report/das/{name}" for name in ("das.csv", "das.md", "das_latency.png", "das_search.png")]

@@ -78,3 +78,22 @@ def test_html_report_holds_the_tables_and_plot(pipeline_run):
     html = (pipeline_run / "report.html").read_text(errors="replace")
     for name in ("summary.csv", "summary.md", "scores.png", "pareto.png", "Evaluation"):
         assert name in html
+
+
+@pytest.mark.integration
+def test_das_skip_set_flows_from_search_to_fine_tuning_and_report(pipeline_run):
+    """skip.json → das_finetune with no manual step: the searched blocks are the checkpoint's skip
+    set, and the skipped run costs fewer FLOPs than k = 0 (DAS issue acceptance)."""
+    run = pipeline_run / "results/das/bart/nlvr2"
+    skip = json.loads((run / "k1/seed1/skip.json").read_text())
+    assert skip["k"] == 1 and skip["skip"] == [0] and skip["task"] == "nlvr2"
+    assert [t["step"] for t in skip["trace"]] == [2, 4, 6]  # warm-up 0.25 · 8, then every 2 steps
+    pet = json.loads((run / "k1/seed1/checkpoint/adapter/pet_config.json").read_text())
+    assert pet["method"] == "das" and pet["skip"] == skip["skip"]
+    k0, k1 = (json.loads((run / f"k{k}/seed1/metrics.json").read_text()) for k in (0, 1))
+    assert (k0["skip"], k1["skip"]) == ([], [0]) and k1["flops_per_sample"] < k0["flops_per_sample"]
+    assert 0 <= k1["nlvr2_accuracy"] <= 100 and k1["latency_ms"] > 0
+    table = pd.read_csv(pipeline_run / "results/report/das/das.csv")
+    assert table.k.tolist() == [0, 1] and table.flops_reduction_pct.iloc[0] == 0
+    assert table.flops_reduction_pct.iloc[1] > 0
+    assert "| 1 | 0 |" in (pipeline_run / "results/report/das/das.md").read_text()

@@ -31,8 +31,8 @@ def test_savings_are_relative_to_k0_of_the_same_seed_and_the_table_has_one_row_p
     assert df.set_index(["seed", "k"])["latency_reduction_pct"].to_dict() == pytest.approx(
         {(1, 0): 0.0, (1, 1): 20.0, (2, 0): 0.0, (2, 1): 25.0})
     md = (tmp_path / "out/das.md").read_text()
-    assert "| 0 | – | 2 | 1.50 | 4.00 | 0.0 | 15.00 | 0.0 | 61.00 |" in md
-    assert "| 1 | 0 | 2 | 1.50 | 3.00 | 25.0 | 11.50 | 22.5 | 57.00 |" in md
+    assert "| 0 | – | 2 | 1.0 | 1.50 | 4.00 | 0.0 | 15.00 | 0.0 | 61.00 |" in md
+    assert "| 1 | 0 | 2 | 1.0 | 1.50 | 3.00 | 25.0 | 11.50 | 22.5 | 57.00 |" in md
     for name in ("das.csv", "das_latency.png", "das_search.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
 

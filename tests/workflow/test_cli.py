@@ -11,7 +11,8 @@ import pytest
 from vltune.cli import SUBCOMMANDS, build_parser, main
 
 STAGES = {"make-world", "train-tokenizer", "pretrain-clip", "pretrain-bart", "pretrain-t5", "extract-features",
-          "finetune-vlbart", "evaluate-vlbart", "params", "baselines", "report"}
+          "finetune-vlbart", "evaluate-vlbart", "params", "baselines", "report",
+          "das-search", "das-finetune", "das-evaluate", "das-report"}
 
 
 def test_every_stage_has_a_subcommand_with_help_texts():

@@ -152,6 +152,23 @@ def das_config():
     return config.get("das") or {"tasks": []}
 
 
+def check_das_method_config():
+    """das.method_config through the das config dataclass now (a typo stops the workflow before
+    any job); `skip` is the search's result, never a config value."""
+    from vltune.pet import resolve_config
+
+    overrides = das_config().get("method_config", {})
+    if "skip" in overrides:
+        raise ValueError("config key das.method_config.skip: the skip set comes from das_search's skip.json")
+    try:
+        resolve_config({**overrides, "method": "das"})
+    except ValueError as e:
+        raise ValueError(f"config key das.method_config: {e}") from None
+
+
+check_das_method_config()
+
+
 def _das_common():
     d = das_config()
     return {"batch_size": d["batch_size"], "dropout": d["dropout"], "method_config": d["method_config"]}

@@ -42,7 +42,7 @@ def das_markdown(df: pd.DataFrame) -> str:
     parts = []
     for experiment, group in df.groupby("experiment", sort=True):
         scores = [c for c in HEADLINE if c in group and group[c].notna().any()]
-        header = ["k", "skipped", "seeds", "Params %", "MFLOPs/sample", "FLOPs −%", "latency ms/batch", "latency −%"]
+        header = ["k", "skipped", "seeds", "trainable (K)", "Params %", "MFLOPs/sample", "FLOPs −%", "latency ms/batch", "latency −%"]
         header += [PRETTY[c] for c in scores]
         lines = [f"### {experiment}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for k, g in group.groupby("k", sort=True):
@@ -50,7 +50,8 @@ def das_markdown(df: pd.DataFrame) -> str:
                 v = g[c].dropna()
                 return fmt.format(v.mean()) if len(v) else "–"
 
-            cells = [str(k), " / ".join(sorted(set(g["skip"]))), str(len(g)), mean("trainable_pct"),
+            cells = [str(k), " / ".join(sorted(set(g["skip"]))), str(len(g)), f"{g['trainable_params'].mean() / 1e3:.1f}",
+                     mean("trainable_pct"),
                      f"{g['flops_per_sample'].mean() / 1e6:.2f}",
                      mean("flops_reduction_pct", "{:.1f}"), mean("latency_ms"), mean("latency_reduction_pct", "{:.1f}")]
             cells += [mean(c) for c in scores]

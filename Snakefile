@@ -20,6 +20,7 @@ include: "workflow/rules/merging.smk"
 include: "workflow/rules/epalm.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/das.smk"
 
 
 rule all:

@@ -292,3 +292,81 @@ def _device() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+# --- DAS (seeds-spec §2): search → skip.json → skipped model → fine-tune → accuracy, latency, FLOPs ---
+
+def das_search(args) -> None:
+    from .das.run import search_skips
+    from .das.search import SearchConfig
+
+    vl_model_class_check(args.family)
+    p = parse_params(args.params, "das-search")
+    _check_method_config("das", p.get("method_config") or {}, "das-search")
+    try:
+        search_cfg = SearchConfig(**{**p.get("search", {}), "k": args.k})
+    except (TypeError, ValueError) as e:
+        raise UserError(f"das-search: bad search params: {e}") from None
+    search_skips(args.data, args.features, args.backbone, args.out, args.task, _train_config(p, "das-search", args.seed),
+                 search_cfg, p["batch_size"], p.get("method_config"), args.family, p.get("dropout"))
+
+
+def das_finetune(args) -> None:
+    from .das.run import skip_method_config
+    from .train.multitask import finetune_vl_model
+
+    vl_model_class_check(args.family)
+    p = parse_params(args.params, "das-finetune")
+    method_config = skip_method_config(p.get("method_config"), args.skip, args.task)
+    _check_method_config("das", method_config, "das-finetune")
+    finetune_vl_model(args.data, args.features, args.backbone, args.out, "das", _train_config(p, "das-finetune", args.seed),
+                      p["batch_size"], {args.task: 1}, resume_dir=args.resume_dir, dropout=p.get("dropout"),
+                      method_config=method_config, family=args.family)
+
+
+def das_evaluate(args) -> None:
+    from .evaluate.cost import inference_cost
+    from .evaluate.encdec import evaluate_vl_model
+    from .features.store import FeatureStore
+    from .train.multitask import load_vl_model
+    from .train.vl_tasks import VisualBank, load_task, make_batch
+
+    p = parse_params(args.params, "das-evaluate")
+    cost_params = p.pop("latency", {})
+    model, tok, meta = load_vl_model(args.checkpoint, args.backbone)
+    skip = model.pet_config.skip
+    metrics = evaluate_vl_model(model, tok, args.data, args.features, [args.task], **p)
+    ex = load_task(args.data, args.task, p.get("split", "test"), tok)
+    n = min(int(cost_params.get("batch_size", 64)), len(ex))
+    batch = make_batch(ex, range(n), VisualBank(FeatureStore(args.features)), tok.pad_token_id, rng=None)
+    cost = inference_cost(model, batch, repeats=int(cost_params.get("repeats", 20)), warmup=int(cost_params.get("warmup", 3)))
+    train_log = read_json(Path(args.checkpoint) / "train_log.json")
+    record = {
+        "experiment": args.experiment, "family": meta["family"], "method": f"das-k{len(skip)}", "seed": meta["seed"],
+        "task": args.task, "k": len(skip), "skip": skip,
+        "n_blocks": len(skip) + sum(1 for _ in _kept_encoder_blocks(model)),
+        "trainable_params": meta["trainable_params"], "total_params": meta["total_params"],
+        "trainable_pct": meta["trainable_pct"], **metrics, **cost,
+        "train_wall_s": train_log["wall_s"], "train_final_loss": train_log["final_loss"],
+        "config_hash": config_hash({"train": meta, "eval": p, "task": args.task, "skip": skip}),
+        "device": _device(), "python": platform.python_version(),
+    }
+    write_json(args.out, record)
+
+
+def _kept_encoder_blocks(model):
+    from .pet.das import SkippedBlock, encoder_blocks
+
+    return (b for b in encoder_blocks(model) if not isinstance(b, SkippedBlock))
+
+
+def das_report(args) -> None:
+    from .report.das import write_das_report
+
+    write_das_report([Path(m) for m in args.metrics], [Path(s) for s in args.skips], Path(args.out_dir))
+
+
+def vl_model_class_check(family: str) -> None:
+    from .train.multitask import vl_model_class
+
+    vl_model_class(family)  # an unknown family fails here, before any data is read

@@ -11,6 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from vltune.pet import apply_pet, method_names
+from vltune.pet.das import DasAdapter
 from vltune.pet.layers import Bottleneck
 from vltune.pet.vlpet.layer import LargeGate, MiddleXGate, MiddleYGate, SmallGate, VLPetSubLayer
 
@@ -29,7 +30,7 @@ def _skip_without_peft(method: str) -> None:
 def _make_identity(model: torch.nn.Module) -> None:
     """ΔH = 0 and G ≡ 1 exactly (σ(30) rounds to 1.0 in float32); LoRA's B is already 0 (PEFT's init)."""
     for m in model.modules():
-        if isinstance(m, Bottleneck):
+        if isinstance(m, (Bottleneck, DasAdapter)):
             m.zero_init_up_()
         elif isinstance(m, LargeGate):
             m.up.weight.zero_()
@@ -176,6 +177,7 @@ def _expected_trainable(method: str, name: str) -> bool:
         "adapter": visual or norm or ".adapter." in name,
         "lora": visual or "lora_" in name or name.endswith(".bias"),
         "prompt": visual or name.startswith("encoder_prompt."),
+        "das": visual or ".das_adapter." in name,
     }
     vlpet = visual or ".vlpet." in name or ".vpa." in name or (name.startswith("bart.model.encoder.") and norm)
     return rules.get(method, vlpet)

@@ -12,7 +12,9 @@ from vltune.cli import SUBCOMMANDS, build_parser, main
 
 STAGES = {"make-world", "train-tokenizer", "pretrain-clip", "pretrain-bart", "pretrain-t5", "extract-features",
           "finetune-vlbart", "evaluate-vlbart", "params", "baselines", "report", "merge", "pretrain-vlmo",
-          "collect-grams", "merge-experts", "finetune-vlmo"}
+          "collect-grams", "merge-experts", "finetune-vlmo", "das-search", "das-finetune", "das-evaluate",
+          "das-report", "pretrain-opt", "pretrain-vit", "extract-perception", "finetune-epalm", "evaluate-epalm",
+          "rulegraph"}
 
 
 def test_every_stage_has_a_subcommand_with_help_texts():

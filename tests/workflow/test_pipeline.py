@@ -100,7 +100,7 @@ def test_html_report_holds_every_stage_by_category_with_labels_ledger_and_rule_g
     snakemake(pipeline_run, "--report", "report.html", timeout=300)
     html = (pipeline_run / "report.html").read_text(errors="replace")
     categories, results = report_data(html, "categories"), report_data(html, "results")
-    assert {"Data", "Backbones", "PET", "Merging", "eP-ALM", "Evaluation", "Provenance"} <= set(categories)
+    assert {"Data", "Backbones", "PET", "Merging", "eP-ALM", "DAS", "Evaluation", "Provenance"} <= set(categories)
     assert categories["Data"]["Other"] == ["resources/data/shapes/world.json"]
     assert sorted(categories["Backbones"]["Other"]) == [f"resources/backbones/tiny-{b}/train_log.json"
                                                         for b in ("bart", "clip", "opt", "t5", "vit")]
@@ -118,14 +118,36 @@ def test_html_report_holds_every_stage_by_category_with_labels_ledger_and_rule_g
                      "regmean", "ties", "dare"}
     epalm = {(results[r]["labels"]["method"], results[r]["labels"]["seed"]) for r in categories["eP-ALM"]["metrics"]}
     assert epalm == {("epalm-linear", "1"), ("epalm-prompt", "1")}
+    assert sorted(results[r]["labels"]["k"] for r in categories["DAS"]["nlvr2"]) == ["0", "1"]
+    assert {Path(f).name for f in categories["DAS"]["Other"]} == {"das.csv", "das.md", "das_latency.png", "das_search.png"}
     assert all(results[f]["caption"].strip() for c in categories.values() for fs in c.values() for f in fs)
     svg = results["results/report/rulegraph.svg"]
     assert svg["data_uri"].startswith("data:image/svg+xml")
     ledger = pd.read_csv(pipeline_run / "results/report/ledger.csv")
     # every job of the DAG but the local report / rule graph, each with its commit, device, time, memory
     # (merging: 3 pretraining stages, 3 RegMean Gram sets, 9 merges, 8 fine-tuned inits; eP-ALM: OPT,
-    # ViT, perception store, 2 methods x 2 tasks fine-tuned, 2 evaluations)
-    assert len(ledger) == 1 + 1 + 3 + 1 + 1 + 2 * 8 + 3 + 3 + 9 + 8 + 3 + 4 + 2
+    # ViT, perception store, 2 methods x 2 tasks fine-tuned, 2 evaluations; DAS: 1 search, k = 0 and 1
+    # fine-tuned and evaluated)
+    assert len(ledger) == 1 + 1 + 3 + 1 + 1 + 2 * 8 + 3 + 3 + 9 + 8 + 3 + 4 + 2 + 1 + 2 * 2
     assert ledger[["git_commit", "device", "wall_s", "peak_rss_mb", "pkg:torch"]].notna().all().all()
     assert ledger.job.str.startswith("finetune_vlbart/").sum() == 8
     assert ledger.job.str.startswith("finetune_vlmo/").sum() == 8
+
+
+@pytest.mark.integration
+def test_das_skip_set_flows_from_search_to_fine_tuning_and_report(pipeline_run):
+    """skip.json → das_finetune with no manual step: the searched blocks are the checkpoint's skip
+    set, and the skipped run costs fewer FLOPs than k = 0 (DAS issue acceptance)."""
+    run = pipeline_run / "results/das/bart/nlvr2"
+    skip = json.loads((run / "k1/seed1/skip.json").read_text())
+    assert skip["k"] == 1 and skip["skip"] == [0] and skip["task"] == "nlvr2"
+    assert [t["step"] for t in skip["trace"]] == [2, 4, 6]  # warm-up 0.25 · 8, then every 2 steps
+    pet = json.loads((run / "k1/seed1/checkpoint/adapter/pet_config.json").read_text())
+    assert pet["method"] == "das" and pet["skip"] == skip["skip"]
+    k0, k1 = (json.loads((run / f"k{k}/seed1/metrics.json").read_text()) for k in (0, 1))
+    assert (k0["skip"], k1["skip"]) == ([], [0]) and k1["flops_per_sample"] < k0["flops_per_sample"]
+    assert 0 <= k1["nlvr2_accuracy"] <= 100 and k1["latency_ms"] > 0
+    table = pd.read_csv(pipeline_run / "results/report/das/das.csv")
+    assert table.k.tolist() == [0, 1] and table.flops_reduction_pct.iloc[0] == 0
+    assert table.flops_reduction_pct.iloc[1] > 0
+    assert "| 1 | 0 |" in (pipeline_run / "results/report/das/das.md").read_text()

@@ -62,7 +62,9 @@ TRAIN_GPUS = RES["gpus"]
 
 wildcard_constraints:
     family="bart|t5",
-    task="vqa|gqa|nlvr2|caption|retrieval",  # merging: vqa|nlvr2|retrieval; eP-ALM: vqa|gqa|caption
+    # merging: vqa|nlvr2|retrieval; eP-ALM: vqa|gqa|caption; DAS: vqa|gqa|nlvr2|caption
+    task="vqa|gqa|nlvr2|caption|retrieval",
+    k=r"\d+",
     init=r"[a-z]+(-[rl][0-9.]+)?",
     merge=r"average|ties|dare|interpolation-r[0-9.]+|arithmetic-l[0-9.]+|regmean-(vqa|nlvr2|retrieval)",
     method="[a-z0-9_-]+",
@@ -347,6 +349,7 @@ def ledger_inputs():
         *(f"results/ledger/{rule}/{run}.json" for run in runs for rule in ("finetune_vlbart", "evaluate_vlbart")),
         *merging_ledgers(),
         *epalm_ledgers(),
+        *das_ledgers(),
     ]
 
 
@@ -380,7 +383,7 @@ def get_final_outputs():
         "results/report/merging.png",
         "results/report/ledger.csv",
         "results/report/rulegraph.svg",
-    ]
+    ] + das_report_outputs()
 
 
 # Folder arguments derived from the declared files (not hard-coded prefixes: see `snakemake --lint`).
@@ -394,3 +397,86 @@ def world_dir(wildcards, output):
 
 def report_dir(wildcards, output):
     return os.path.dirname(output.csv)
+
+
+# --- DAS study (workflow/rules/das.smk) -------------------------------------------------------------
+def das_config():
+    return config.get("das") or {"tasks": []}
+
+
+def check_das_method_config():
+    """das.method_config through the das config dataclass now (a typo stops the workflow before
+    any job); `skip` is the search's result, never a config value."""
+    from vltune.pet import resolve_config
+
+    overrides = das_config().get("method_config", {})
+    if "skip" in overrides:
+        raise ValueError("config key das.method_config.skip: the skip set comes from das_search's skip.json")
+    try:
+        resolve_config({**overrides, "method": "das"})
+    except ValueError as e:
+        raise ValueError(f"config key das.method_config: {e}") from None
+
+
+check_das_method_config()
+
+
+def _das_common():
+    d = das_config()
+    return {"batch_size": d["batch_size"], "dropout": d["dropout"], "method_config": d["method_config"]}
+
+
+def das_search_params(wildcards):
+    d = das_config()
+    search = dict(d["search"])
+    train = {**d["train"], "steps": search.pop("steps")}
+    return as_json({**_das_common(), "train": train, "search": search})
+
+
+def das_finetune_params(wildcards):
+    return as_json({**_das_common(), "train": das_config()["train"]})
+
+
+def das_evaluate_params(wildcards):
+    e = config["evaluate"]
+    keys = ("split", "batch_size", "caption_beams", "caption_max_len", "answer_max_len")
+    return as_json({**{k: e[k] for k in keys}, "latency": das_config()["latency"]})
+
+
+def das_skip_file(wildcards):
+    """k > 0 fine-tunes the blocks its search chose; k = 0 needs no search."""
+    if int(wildcards.k) == 0:
+        return {}
+    return {"skip": f"results/das/{wildcards.family}/{wildcards.task}/k{wildcards.k}/seed{wildcards.seed}/skip.json"}
+
+
+def das_skip_arg(wildcards, input):
+    return f"--skip {shlex.quote(input.skip)}" if "skip" in input.keys() else ""
+
+
+def das_metrics():
+    d = das_config()
+    return expand("results/das/bart/{task}/k{k}/seed{seed}/metrics.json", task=d["tasks"], k=d.get("k", []),
+                  seed=d.get("seeds", []))
+
+
+def das_skips():
+    d = das_config()
+    return expand("results/das/bart/{task}/k{k}/seed{seed}/skip.json", task=d["tasks"],
+                  k=[k for k in d.get("k", []) if k > 0], seed=d.get("seeds", []))
+
+
+def das_ledgers():
+    """Ledger records of the DAS jobs: a search per k > 0, then fine-tuning and evaluation per k."""
+    runs = [os.path.relpath(os.path.dirname(path), "results/das") for path in das_metrics()]
+    return [
+        *(f"results/ledger/das_search/{os.path.dirname(path)}.json" for path in
+          (os.path.relpath(p, "results/das") for p in das_skips())),
+        *(f"results/ledger/{rule}/{run}.json" for run in runs for rule in ("das_finetune", "das_evaluate")),
+    ]
+
+
+def das_report_outputs():
+    if not das_metrics():
+        return []
+    return [f"results/report/das/{name}" for name in ("das.csv", "das.md", "das_latency.png", "das_search.png")]

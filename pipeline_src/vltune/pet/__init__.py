@@ -5,7 +5,7 @@ the model, adds the method's layers and marks what trains; ``save_pet``/``load_p
 only the trainable tensors + the config. Importing this package registers every method.
 """
 
-from . import adapter, epalm, lora, prompt, selective, vlpet  # noqa: F401  (registers the methods)
+from . import adapter, das, epalm, lora, prompt, selective, vlpet  # noqa: F401  (registers the methods)
 from .base import (
     MODEL_KINDS,
     PET_METHODS,

@@ -48,6 +48,8 @@ class Family:
         decoder_sublayers: decoder self-attention, cross-attention and FFN outputs (VL-Adapter).
         cross_attn_value: decoder cross-attention value projections (VL-PET's value parallel adapter).
         lora_targets: PEFT's default LoRA targets for the family (q and v projections).
+        encoder_blocks: regex of the encoder's list of blocks (DAS replaces skipped entries);
+            "" where skipping is not supported.
     """
 
     name: str
@@ -56,6 +58,7 @@ class Family:
     decoder_sublayers: tuple[Site, ...]
     cross_attn_value: str
     lora_targets: tuple[str, ...]
+    encoder_blocks: str = ""
 
 
 FAMILIES: dict[str, Family] = {
@@ -69,10 +72,11 @@ FAMILIES: dict[str, Family] = {
         decoder_sublayers=(
             Site(_ANY + r"decoder\.layers\.\d+\.self_attn"),
             Site(_ANY + r"decoder\.layers\.\d+\.encoder_attn"),
-            Site(_ANY + r"decoder\.layers\.\d+\.fc2"),
+            Site(r"(?P<layer>" + _ANY + r"decoder\.layers\.\d+)\.fc2", "{layer}.fc1"),  # X = FFN input (DAS)
         ),
         cross_attn_value=_ANY + r"decoder\.layers\.\d+\.encoder_attn\.v_proj",
         lora_targets=("q_proj", "v_proj"),
+        encoder_blocks=_ANY + r"encoder\.layers",
     ),
     "t5": Family(
         name="t5",
@@ -82,9 +86,10 @@ FAMILIES: dict[str, Family] = {
             Site(r"(?P<layer>" + _ANY + r"encoder\.block\.\d+\.layer\.1)\.DenseReluDense", "{layer}"),
         ),
         decoder_sublayers=(
-            Site(_ANY + r"decoder\.block\.\d+\.layer\.0\.SelfAttention"),
-            Site(_ANY + r"decoder\.block\.\d+\.layer\.1\.EncDecAttention"),
-            Site(_ANY + r"decoder\.block\.\d+\.layer\.2\.DenseReluDense"),
+            # X (DAS's parallel adapters) = the residual stream entering each layer, as in the encoder
+            Site(r"(?P<layer>" + _ANY + r"decoder\.block\.\d+\.layer\.0)\.SelfAttention", "{layer}"),
+            Site(r"(?P<layer>" + _ANY + r"decoder\.block\.\d+\.layer\.1)\.EncDecAttention", "{layer}"),
+            Site(r"(?P<layer>" + _ANY + r"decoder\.block\.\d+\.layer\.2)\.DenseReluDense", "{layer}"),
         ),
         cross_attn_value=_ANY + r"decoder\.block\.\d+\.layer\.1\.EncDecAttention\.v",
         lora_targets=("q", "v"),

@@ -1,0 +1,47 @@
+"""bench/das_latency.py runs end to end on a tiny model and writes well-formed JSON (speed is not tested)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "das_latency.py"
+TINY = ["--devices", "cpu", "--batch", "2", "--text-len", "4", "--vis-len", "3", "--feat-dim", "8", "--warmup", "1",
+        "--rounds", "2", "--block", "1", "--arch-override", json.dumps(dict(
+            vocab_size=240, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+            decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64))]
+
+
+@pytest.fixture(scope="module")
+def das_latency():
+    spec = importlib.util.spec_from_file_location("das_latency", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_json_has_every_skip_count_with_savings_against_k0(das_latency, tmp_path):
+    out = tmp_path / "results" / "das.json"
+    returned = das_latency.main(TINY + ["--out", str(out)])
+    written = json.loads(out.read_text())
+    assert written == json.loads(json.dumps(returned))
+    result = written["results"]["cpu"]
+    rows = [result["rows"][str(j)] for j in range(3)]
+    assert result["n_blocks"] == 2 and [r["skipped_share"] for r in rows] == [0.0, 0.5, 1.0]
+    assert rows[0]["ratio_to_k0"] == 1.0 and rows[0]["latency_over_flops_saving"] is None
+    # every block costs the same: FLOPs fall in equal steps
+    drops = [rows[0]["flops_per_sample"] - r["flops_per_sample"] for r in rows]
+    assert drops[1] > 0 and drops[2] == pytest.approx(2 * drops[1])
+    for r in rows[1:]:
+        saved = 1 - r["ms_median"] / rows[0]["ms_median"]
+        assert r["latency_saved_pct"] == pytest.approx(100 * saved)
+        assert len(r["times_ms"]) == 2
+
+
+def test_bad_device_is_a_clear_usage_error(das_latency, capsys):
+    with pytest.raises(SystemExit):
+        das_latency.main(["--devices", "tpu"])
+    assert "--devices: 'tpu' is not an available device" in capsys.readouterr().err

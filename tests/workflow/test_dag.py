@@ -93,7 +93,7 @@ def test_merging_study_runs_every_merge_method_and_its_grid_is_one_switch_away(t
     assert [c.split("--out ")[1].split()[0] for c in regmean] == [
         f"results/merging/merged/regmean-{t}" for t in ("nlvr2", "retrieval", "vqa")]
     for c in regmean:
-        task = c.split("regmean-")[1].split()[0]
+        task = c.split("--out results/merging/merged/regmean-")[1].split()[0]
         assert f"--grams results/merging/grams/{task}.safetensors" in c
     for c in merges:  # the task-vector merges are centred on the seed
         based = any(f"--method {m} " in c for m in ("arithmetic", "ties", "dare"))

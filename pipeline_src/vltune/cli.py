@@ -20,6 +20,11 @@ SUBCOMMANDS = [
         ("--out", dict(required=True, help="output folder for <kind>.arrow + world.json")),
         ("--params", dict(default="{}", help="JSON WorldConfig fields")),
     ]),
+    ("download", C.download, "fetch and verify a dataset's official files (resumable; sha256-checked)", [
+        ("--dataset", dict(required=True, help="shipped manifest name (e.g. vqav2) or a manifest .json path")),
+        ("--out", dict(required=True, help="raw folder; download.json is written there last")),
+        ("--params", dict(default="{}", help='JSON {"mirror": base URL or folder, "retries": N, "backoff": s, "timeout": s}')),
+    ]),
     ("train-tokenizer", C.train_tokenizer, "train a byte-level BPE tokenizer on the world's train text", [
         ("--data", dict(required=True, help="folder of canonical tables")),
         ("--out", dict(required=True, help="output folder (save_pretrained layout)")),

@@ -48,6 +48,16 @@ def _train_config(params: dict, command: str, seed: int | None = None):
         raise UserError(f"{command}: bad train params {fields}: {e}") from None
 
 
+def download(args) -> None:
+    from .data.download import download_dataset, load_manifest
+
+    params = parse_params(args.params, "download")
+    unknown = set(params) - {"mirror", "retries", "backoff", "timeout"}
+    if unknown:
+        raise UserError(f"download: unknown param {sorted(unknown)[0]!r}")
+    download_dataset(load_manifest(args.dataset), args.out, **params)
+
+
 def make_world(args) -> None:
     from .data.synthetic import WorldConfig, write_world
 

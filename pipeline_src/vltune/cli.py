@@ -25,6 +25,11 @@ SUBCOMMANDS = [
         ("--out", dict(required=True, help="raw folder; download.json is written there last")),
         ("--params", dict(default="{}", help='JSON {"mirror": base URL or folder, "retries": N, "backoff": s, "timeout": s}')),
     ]),
+    ("convert", C.convert, "official dataset files → the five canonical Arrow tables (+ vqa_vocab.json)", [
+        ("--source", dict(nargs="+", required=True, help="NAME=RAW_DIR pairs (coco2014, flickr30k, vqav2, gqa, nlvr2)")),
+        ("--out", dict(required=True, help="dataset folder for <kind>.arrow")),
+        ("--params", dict(default="{}", help='JSON {"vqa_vocab_size": N}')),
+    ]),
     ("train-tokenizer", C.train_tokenizer, "train a byte-level BPE tokenizer on the world's train text", [
         ("--data", dict(required=True, help="folder of canonical tables")),
         ("--out", dict(required=True, help="output folder (save_pretrained layout)")),

@@ -58,6 +58,19 @@ def download(args) -> None:
     download_dataset(load_manifest(args.dataset), args.out, **params)
 
 
+def convert(args) -> None:
+    from .data.official import convert as convert_official
+
+    params = parse_params(args.params, "convert")
+    sources = {}
+    for pair in args.source:
+        name, sep, raw = pair.partition("=")
+        if not sep or not raw:
+            raise UserError(f"convert: --source {pair!r} must be NAME=RAW_DIR")
+        sources[name] = raw
+    write_json(Path(args.out) / "convert.json", convert_official(sources, args.out, **params))
+
+
 def make_world(args) -> None:
     from .data.synthetic import WorldConfig, write_world
 

@@ -71,6 +71,16 @@ def convert(args) -> None:
     write_json(Path(args.out) / "convert.json", convert_official(sources, args.out, **params))
 
 
+def fetch_backbone(args) -> None:
+    from .backbones.pretrained import fetch_backbone as fetch
+
+    params = {k: v for k, v in parse_params(args.params, "fetch-backbone").items() if v is not None}
+    unknown = set(params) - {"source", "kind", "library"}
+    if unknown:
+        raise UserError(f"fetch-backbone: unknown param {sorted(unknown)[0]!r}")
+    fetch(args.name, args.out, **params)
+
+
 def make_world(args) -> None:
     from .data.synthetic import WorldConfig, write_world
 

@@ -128,8 +128,13 @@ def pretrain_t5(args) -> None:
 def extract_features(args) -> None:
     from .features.extract import extract_features as run
 
-    p = parse_params(args.params, "extract-features")
-    run(args.data, args.backbone, args.out, batch_size=p.get("batch_size", 256), shard_size=p.get("shard_size", 4096))
+    from .features.extract import ExtractConfig
+
+    try:
+        cfg = ExtractConfig.from_dict(parse_params(args.params, "extract-features"))
+    except (TypeError, ValueError) as e:
+        raise UserError(f"extract-features: {e}") from None
+    run(args.data, args.backbone, args.out, cfg)
 
 
 def finetune_vlbart(args) -> None:

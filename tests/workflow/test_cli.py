@@ -10,7 +10,7 @@ import pytest
 
 from vltune.cli import SUBCOMMANDS, build_parser, main
 
-STAGES = {"make-world", "train-tokenizer", "pretrain-clip", "pretrain-bart", "pretrain-t5", "extract-features",
+STAGES = {"download", "convert", "fetch-backbone", "make-world", "train-tokenizer", "pretrain-clip", "pretrain-bart", "pretrain-t5", "extract-features",
           "finetune-vlbart", "evaluate-vlbart", "params", "baselines", "report"}
 
 

@@ -172,11 +172,16 @@ def gpu_decode_resize(blobs: list[bytes], size: int, device: torch.device) -> to
     out = torch.empty(len(blobs), 3, size, size, dtype=torch.uint8, device=device)
     if jpeg:
         data = [torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in jpeg]
-        for i, img in zip(jpeg, decode_jpeg(data, mode=ImageReadMode.RGB, device=device)):
-            if img.shape[-2:] != (size, size):
-                img = F.interpolate(img[None].float(), size=(size, size), mode="bicubic", antialias=True,
-                                    align_corners=False).round_().clamp_(0, 255)[0].to(torch.uint8)
-            out[i] = img
+        decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        by_shape: dict[tuple, list[int]] = {}
+        for k, img in enumerate(decoded):
+            by_shape.setdefault(tuple(img.shape), []).append(k)
+        for shape, ks in by_shape.items():  # one resize kernel per source size, not one per image
+            imgs = torch.stack([decoded[k] for k in ks])
+            if shape[-2:] != (size, size):
+                imgs = F.interpolate(imgs.float(), size=(size, size), mode="bicubic", antialias=True,
+                                     align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+            out[[jpeg[k] for k in ks]] = imgs
     for i in set(range(len(blobs))) - set(jpeg):
         out[i] = decode_resize(blobs[i], size).to(device)
     return out
@@ -247,6 +252,16 @@ def extract_features(data_dir: str | Path, backbone_dir: str | Path, out_dir: st
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         pending: dict[str, list[torch.Tensor]] = {}
         filled = 0
+        # compress + checksum a finished shard on a thread while the GPU works on the next one;
+        # at most one shard waits, so host memory stays at two shards
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool, writing = ThreadPoolExecutor(1), None
+
+        def save(s: int, tensors: dict) -> dict:
+            rec = write_shard(work / _shard_name(s), shards[s], tensors)
+            write_json(work / f"{_shard_name(s)}.json", rec)
+            return {**rec, "shard": s}
         bar = tqdm(total=sum(len(shards[s]) for s in todo), desc="extract_features", mininterval=5, disable=None)
         shard_iter = iter(todo)
         current = next(shard_iter, None)
@@ -259,15 +274,19 @@ def extract_features(data_dir: str | Path, backbone_dir: str | Path, out_dir: st
             with autocast:
                 feats = model_fn(x)
             for key, value in feats.items():
-                pending.setdefault(key, []).append(value.to("cpu", torch.float16))
+                pending.setdefault(key, []).append(value.to(torch.float16).cpu())
             filled += len(idx)
             bar.update(len(idx))
             if filled == len(shards[current]):
-                tensors = {k: torch.cat(v) for k, v in pending.items()}
-                rec = write_shard(work / _shard_name(current), shards[current], tensors)
-                write_json(work / f"{_shard_name(current)}.json", rec)
-                done[current] = rec
+                if writing is not None:
+                    rec = writing.result()
+                    done[rec["shard"]] = rec
+                writing = pool.submit(save, current, {k: torch.cat(v) for k, v in pending.items()})
                 pending, filled, current = {}, 0, next(shard_iter, None)
+        if writing is not None:
+            rec = writing.result()
+            done[rec["shard"]] = rec
+        pool.shutdown()
         bar.close()
     # every shard verified: move them into the declared output and write the manifest last
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -86,8 +86,9 @@ class FeatureWriter:
         return self.root / MANIFEST
 
 
-def write_shard(path: Path, image_ids: list[str], features: dict[str, torch.Tensor], level: int = 3) -> dict:
-    """Write one zstd-compressed Arrow shard atomically; return its manifest record (+ ``keys``)."""
+def write_shard(path: Path, image_ids: list[str], features: dict[str, torch.Tensor], level: int = 1) -> dict:
+    """Write one zstd-compressed Arrow shard atomically; return its manifest record (+ ``keys``).
+    Level 1: on RN101 grids level 3 took ~3× longer for a few % smaller files."""
     import pyarrow as pa
 
     cols, keys = {"image_id": pa.array(image_ids, pa.string())}, {}
@@ -95,8 +96,10 @@ def write_shard(path: Path, image_ids: list[str], features: dict[str, torch.Tens
         if value.shape[0] != len(image_ids):
             raise ValueError(f"feature {key!r} has {value.shape[0]} rows for {len(image_ids)} image ids")
         keys[key] = list(value.shape[1:])
-        flat = value.detach().to("cpu", torch.float16).reshape(len(image_ids), -1).numpy()
-        cols[key] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
+        flat = np.ascontiguousarray(value.detach().to("cpu", torch.float16).reshape(len(image_ids), -1).numpy())
+        # from the buffer, not pa.array(): converting a numpy float16 array costs ~3 s per 200 MB shard
+        values = pa.Array.from_buffers(pa.float16(), flat.size, [None, pa.py_buffer(flat)])
+        cols[key] = pa.FixedSizeListArray.from_arrays(values, flat.shape[1])
     table = pa.table(cols)
     options = pa.ipc.IpcWriteOptions(compression=pa.Codec("zstd", compression_level=level))
     with atomic_path(path) as tmp:

@@ -21,6 +21,21 @@ SUBCOMMANDS = [
         ("--out", dict(required=True, help="output folder for <kind>.arrow + world.json")),
         ("--params", dict(default="{}", help="JSON WorldConfig fields")),
     ]),
+    ("download", C.download, "fetch and verify a dataset's official files (resumable; sha256-checked)", [
+        ("--dataset", dict(required=True, help="shipped manifest name (e.g. vqav2) or a manifest .json path")),
+        ("--out", dict(required=True, help="raw folder; download.json is written there last")),
+        ("--params", dict(default="{}", help='JSON {"mirror": base URL or folder, "retries": N, "backoff": s, "timeout": s}')),
+    ]),
+    ("convert", C.convert, "official dataset files → the five canonical Arrow tables (+ vqa_vocab.json)", [
+        ("--source", dict(nargs="+", required=True, help="NAME=RAW_DIR pairs (coco2014, flickr30k, vqav2, gqa, nlvr2)")),
+        ("--out", dict(required=True, help="dataset folder for <kind>.arrow")),
+        ("--params", dict(default="{}", help='JSON {"vqa_vocab_size": N}')),
+    ]),
+    ("fetch-backbone", C.fetch_backbone, "save a published backbone (HF cache / timm / local folder) as resources/backbones/<name>", [
+        ("--name", dict(required=True, help="published name (bart-base, t5-base, opt-*, vit-b16, vit-l16, clip-rn101, clip-vit-b32) or any name with --params source")),
+        ("--out", dict(required=True, help="output backbone folder")),
+        ("--params", dict(default="{}", help='JSON {"source": local folder or Hub id, "kind": seq2seq|causal|image, "library": transformers|timm}')),
+    ]),
     ("train-tokenizer", C.train_tokenizer, "train a byte-level BPE tokenizer on the world's train text", [
         ("--data", dict(required=True, help="folder of canonical tables")),
         ("--out", dict(required=True, help="output folder (save_pretrained layout)")),

@@ -51,6 +51,39 @@ def _train_config(params: dict, command: str, seed: int | None = None):
     return cfg
 
 
+def download(args) -> None:
+    from .data.download import download_dataset, load_manifest
+
+    params = parse_params(args.params, "download")
+    unknown = set(params) - {"mirror", "retries", "backoff", "timeout"}
+    if unknown:
+        raise UserError(f"download: unknown param {sorted(unknown)[0]!r}")
+    download_dataset(load_manifest(args.dataset), args.out, **params)
+
+
+def convert(args) -> None:
+    from .data.official import convert as convert_official
+
+    params = parse_params(args.params, "convert")
+    sources = {}
+    for pair in args.source:
+        name, sep, raw = pair.partition("=")
+        if not sep or not raw:
+            raise UserError(f"convert: --source {pair!r} must be NAME=RAW_DIR")
+        sources[name] = raw
+    write_json(Path(args.out) / "convert.json", convert_official(sources, args.out, **params))
+
+
+def fetch_backbone(args) -> None:
+    from .backbones.pretrained import fetch_backbone as fetch
+
+    params = {k: v for k, v in parse_params(args.params, "fetch-backbone").items() if v is not None}
+    unknown = set(params) - {"source", "kind", "library"}
+    if unknown:
+        raise UserError(f"fetch-backbone: unknown param {sorted(unknown)[0]!r}")
+    fetch(args.name, args.out, **params)
+
+
 def make_world(args) -> None:
     from .data.synthetic import WorldConfig, write_world
 
@@ -105,8 +138,13 @@ def _write_train_log(out_dir: str, result: dict) -> None:
 def extract_features(args) -> None:
     from .features.extract import extract_features as run
 
-    p = parse_params(args.params, "extract-features")
-    run(args.data, args.backbone, args.out, batch_size=p.get("batch_size", 256), shard_size=p.get("shard_size", 4096))
+    from .features.extract import ExtractConfig
+
+    try:
+        cfg = ExtractConfig.from_dict(parse_params(args.params, "extract-features"))
+    except (TypeError, ValueError) as e:
+        raise UserError(f"extract-features: {e}") from None
+    run(args.data, args.backbone, args.out, cfg)
 
 
 def finetune_vlbart(args) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from vltune.cli import SUBCOMMANDS, build_parser, main
 
-STAGES = {"make-world", "train-tokenizer", "pretrain-clip", "pretrain-bart", "pretrain-t5", "extract-features",
+STAGES = {"download", "convert", "fetch-backbone", "make-world", "train-tokenizer", "pretrain-clip", "pretrain-bart", "pretrain-t5", "extract-features",
           "finetune-vlbart", "evaluate-vlbart", "params", "baselines", "report", "merge", "pretrain-vlmo",
           "collect-grams", "merge-experts", "finetune-vlmo", "das-search", "das-finetune", "das-evaluate",
           "das-report", "pretrain-opt", "pretrain-vit", "extract-perception", "finetune-epalm", "evaluate-epalm",

@@ -1,0 +1,273 @@
+"""Converters from the datasets' official release formats to the canonical Arrow tables.
+
+Sources (each one a raw folder as the downloader leaves it, archives unpacked):
+
+- ``coco2014``: ``train2014/``, ``val2014/`` JPEGs + Karpathy's ``dataset_coco.json`` → captions.
+  Karpathy splits: ``train`` and ``restval`` → train, ``val`` → val, ``test`` → test.
+- ``flickr30k``: ``flickr30k-images/`` + ``dataset_flickr30k.json`` (same Karpathy format).
+- ``vqav2``: ``v2_OpenEnded_mscoco_{train,val}2014_questions.json`` +
+  ``v2_mscoco_{train,val}2014_annotations.json`` → 10 raw answers per question. A question takes
+  the Karpathy split of its COCO image (VL-T5's ``karpathy_{train,val,test}.json``), so it needs
+  the ``coco2014`` source beside it.
+- ``gqa``: ``{train,val,testdev}_balanced_questions.json`` (→ train/val/test) + ``images/``.
+- ``nlvr2``: JSON-lines ``train.json``, ``dev.json``, ``test1.json`` (→ train/val/test, test-P) +
+  the image folders; image ids follow the feature files of VL-Adapter (``train-10171-0-img0``).
+
+Image ids (seeds-spec §5.1): the COCO file stem (``COCO_val2014_000000391895``), GQA/VG
+``imageId``, NLVR2 ``<pair>-img0/1``, Flickr30k file stem. Images stay as their encoded bytes and
+are stored once per dataset, however many tasks use them. Real images have no scene description,
+so the ``scene`` column is empty.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+
+from ..errors import UserError
+from .tables import SCHEMAS, TABLE_KINDS, table_path, write_table
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("coco2014", "flickr30k", "vqav2", "gqa", "nlvr2")
+KARPATHY_SPLIT = {"train": "train", "restval": "train", "val": "val", "test": "test"}
+GQA_FILES = {"train": "train_balanced_questions.json", "val": "val_balanced_questions.json",
+             "test": "testdev_balanced_questions.json"}
+NLVR2_FILES = {"train": "train.json", "val": "dev.json", "test": "test1.json"}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class ConvertError(UserError):
+    """An official file that is missing or not in the expected format."""
+
+
+def find_file(raw: Path, name: str) -> Path:
+    """``name`` anywhere under ``raw`` (archives unpack to different depths); error names both."""
+    direct = raw / name
+    if direct.is_file():
+        return direct
+    for root, _dirs, files in os.walk(raw):
+        if name in files:
+            return Path(root) / name
+    raise ConvertError(f"{raw}: no {name} (expected from the official release; run the download rule)")
+
+
+def _load_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConvertError(f"{path}: not valid JSON ({e})") from None
+
+
+def _need(record: dict, keys: Iterable[str], where: str) -> None:
+    for k in keys:
+        if k not in record:
+            raise ConvertError(f"{where}: record has no {k!r} field: {str(record)[:200]}")
+
+
+def index_images(raw: Path) -> dict[str, Path]:
+    """image file stem → path, for every image under ``raw`` (one walk, not one lookup per image)."""
+    index: dict[str, Path] = {}
+    for root, _dirs, files in os.walk(raw):
+        for f in files:
+            stem, ext = os.path.splitext(f)
+            if ext.lower() in IMAGE_SUFFIXES:
+                index.setdefault(stem, Path(root) / f)
+    return index
+
+
+# ----------------------------------------------------------------------------- per-source readers
+def read_karpathy(path: Path) -> list[dict]:
+    """Karpathy's ``dataset_{coco,flickr30k}.json`` → [{image_id, split, captions}], file order."""
+    data = _load_json(path)
+    if "images" not in data:
+        raise ConvertError(f"{path}: no 'images' list (expected Karpathy's dataset_*.json)")
+    rows = []
+    for img in data["images"]:
+        _need(img, ("filename", "split", "sentences"), str(path))
+        if img["split"] not in KARPATHY_SPLIT:
+            raise ConvertError(f"{path}: {img['filename']}: unknown Karpathy split {img['split']!r}")
+        rows.append({"image_id": os.path.splitext(img["filename"])[0], "split": KARPATHY_SPLIT[img["split"]],
+                     "captions": [s["raw"].strip() for s in img["sentences"]]})
+    return rows
+
+
+def read_vqav2(raw: Path, image_split: dict[str, str]) -> list[dict]:
+    """Questions + annotations of train2014 and val2014 → vqa rows with the image's Karpathy split."""
+    rows = []
+    for subset in ("train2014", "val2014"):
+        qpath = find_file(raw, f"v2_OpenEnded_mscoco_{subset}_questions.json")
+        apath = find_file(raw, f"v2_mscoco_{subset}_annotations.json")
+        questions = _load_json(qpath).get("questions")
+        annotations = _load_json(apath).get("annotations")
+        if questions is None or annotations is None:
+            raise ConvertError(f"{qpath} / {apath}: expected 'questions' and 'annotations' lists")
+        by_qid = {}
+        for a in annotations:
+            _need(a, ("question_id", "answers", "question_type", "answer_type"), str(apath))
+            by_qid[a["question_id"]] = a
+        for q in questions:
+            _need(q, ("question_id", "image_id", "question"), str(qpath))
+            ann = by_qid.get(q["question_id"])
+            if ann is None:
+                raise ConvertError(f"{apath}: no annotation for question_id {q['question_id']}")
+            answers = [a["answer"] for a in ann["answers"]]
+            if len(answers) != 10:
+                raise ConvertError(f"{apath}: question_id {q['question_id']} has {len(answers)} answers, expected 10")
+            image_id = f"COCO_{subset}_{q['image_id']:012d}"
+            if image_id not in image_split:
+                raise ConvertError(f"{qpath}: image {image_id} of question {q['question_id']} is not in the Karpathy split")
+            rows.append({"question_id": str(q["question_id"]), "image_id": image_id,
+                         "split": image_split[image_id], "question": q["question"],
+                         "question_type": ann["question_type"], "answer_type": ann["answer_type"],
+                         "answers": answers})
+    return rows
+
+
+def read_gqa(raw: Path) -> list[dict]:
+    rows = []
+    for split, name in GQA_FILES.items():
+        path = find_file(raw, name)
+        for qid, q in _load_json(path).items():
+            _need(q, ("imageId", "question", "answer", "types"), f"{path}: question {qid}")
+            rows.append({"question_id": str(qid), "image_id": str(q["imageId"]), "split": split,
+                         "question": q["question"], "question_type": q["types"]["detailed"],
+                         "answer": q["answer"]})
+    return rows
+
+
+def read_nlvr2(raw: Path) -> list[dict]:
+    rows = []
+    for split, name in NLVR2_FILES.items():
+        path = find_file(raw, name)
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                ex = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConvertError(f"{path}:{n}: not a JSON line ({e})") from None
+            _need(ex, ("identifier", "sentence", "label"), f"{path}:{n}")
+            if str(ex["label"]) not in ("True", "False"):
+                raise ConvertError(f"{path}:{n}: label {ex['label']!r}, expected 'True' or 'False'")
+            base = ex["identifier"].rsplit("-", 1)[0]  # train-10171-0-0 → image pair train-10171-0
+            rows.append({"pair_id": ex["identifier"], "left_image_id": f"{base}-img0",
+                         "right_image_id": f"{base}-img1", "split": split, "statement": ex["sentence"],
+                         "label": str(ex["label"]) == "True"})
+    return rows
+
+
+# ----------------------------------------------------------------------------- VQA answer targets
+def answer_vocab(vqa: pa.Table, top_k: int = 3129, split: str = "train") -> list[str]:
+    """The ``top_k`` most frequent normalised human answers of ``split`` (ties alphabetical)."""
+    from ..evaluate.vqa import normalize_answer
+
+    mask = [s == split for s in vqa["split"].to_pylist()]
+    counts = Counter(normalize_answer(a) for answers, keep in zip(vqa["answers"].to_pylist(), mask)
+                     if keep for a in answers)
+    return [a for a, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]]
+
+
+def answer_targets(answers: list[str], label_of: dict[str, int]) -> tuple[list[int], list[float]]:
+    """Soft VQA targets inside the vocabulary: (labels, scores), seeds-spec §5.3 (ViLT's
+    ``answer_labels`` / ``answer_scores``); answers outside the vocabulary are dropped."""
+    from ..evaluate.vqa import soft_scores
+
+    pairs = sorted((label_of[a], s) for a, s in soft_scores(answers).items() if a in label_of)
+    return [label for label, _ in pairs], [s for _, s in pairs]
+
+
+# ----------------------------------------------------------------------------- the whole dataset
+def _write_images(wanted: dict[str, tuple[str, str]], indexes: dict, roots: dict, raw: dict, path: Path,
+                  batch: int = 512) -> int:
+    """Stream the images table batch by batch (COCO alone is ~19 GB of JPEGs: never all in RAM)."""
+    from ..utils.io import atomic_path
+
+    schema = SCHEMAS["images"]
+    items = list(wanted.items())
+    for image_id, (_split, src) in items:  # every file found before anything is written
+        if image_id not in indexes[src]:
+            raise ConvertError(f"{roots.get(src, raw[src])}: no image file for image_id {image_id!r} ({src})")
+    with atomic_path(path) as tmp:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            for start in range(0, max(len(items), 1), batch):
+                chunk = items[start:start + batch]
+                writer.write_batch(pa.record_batch({
+                    "image_id": [i for i, _ in chunk], "split": [s for _, (s, _) in chunk],
+                    "image": [indexes[src][i].read_bytes() for i, (_, src) in chunk],
+                    "scene": [""] * len(chunk)}, schema=schema))
+    return len(items)
+
+
+
+def _table(kind: str, rows: list[dict]) -> pa.Table:
+    schema = SCHEMAS[kind]
+    return pa.table({name: [r[name] for r in rows] for name in schema.names}, schema=schema)
+
+
+def convert(sources: dict[str, str | os.PathLike], out_dir: str | os.PathLike, vqa_vocab_size: int = 3129,
+            image_roots: dict[str, str | os.PathLike] | None = None) -> dict:
+    """Write the five canonical tables of a dataset assembled from official ``sources``
+    ({source name: raw folder}), plus ``vqa_vocab.json`` when VQA is among them; return counts.
+
+    Tables of tasks no source provides are written empty, so every dataset has the same files.
+    Train VQA questions with no answer inside the vocabulary are dropped (seeds-spec §5.3).
+    """
+    unknown = set(sources) - set(SOURCES)
+    if unknown:
+        raise ConvertError(f"unknown source {sorted(unknown)[0]!r}; expected some of {', '.join(SOURCES)}")
+    if "vqav2" in sources and "coco2014" not in sources:
+        raise ConvertError("source vqav2 needs coco2014 beside it (Karpathy splits and COCO images)")
+    raw = {k: Path(v) for k, v in sources.items()}
+    rows: dict[str, list[dict]] = {k: [] for k in TABLE_KINDS}
+    wanted: dict[str, tuple[str, str]] = {}  # image_id → (split, source)
+
+    def want(image_id: str, split: str, source: str) -> None:
+        wanted.setdefault(image_id, (split, source))
+
+    for src, name in (("coco2014", "dataset_coco.json"), ("flickr30k", "dataset_flickr30k.json")):
+        if src in raw:
+            caps = read_karpathy(find_file(raw[src], name))
+            rows["captions"] += caps
+            for r in caps:
+                want(r["image_id"], r["split"], src)
+    if "vqav2" in raw:
+        image_split = {r["image_id"]: r["split"] for r in rows["captions"] if r["image_id"].startswith("COCO_")}
+        rows["vqa"] = read_vqav2(raw["vqav2"], image_split)
+    if "gqa" in raw:
+        rows["gqa"] = read_gqa(raw["gqa"])
+        for r in rows["gqa"]:
+            want(r["image_id"], r["split"], "gqa")
+    if "nlvr2" in raw:
+        rows["nlvr2"] = read_nlvr2(raw["nlvr2"])
+        for r in rows["nlvr2"]:
+            want(r["left_image_id"], r["split"], "nlvr2")
+            want(r["right_image_id"], r["split"], "nlvr2")
+
+    out_dir = Path(out_dir)
+    counts = {}
+    if rows["vqa"]:
+        vqa = _table("vqa", rows["vqa"])
+        vocab = answer_vocab(vqa, vqa_vocab_size)
+        label_of = {a: i for i, a in enumerate(vocab)}
+        keep = [r["split"] != "train" or bool(answer_targets(r["answers"], label_of)[0]) for r in rows["vqa"]]
+        counts["vqa_dropped_no_label"] = keep.count(False)
+        rows["vqa"] = [r for r, k in zip(rows["vqa"], keep) if k]
+        from ..utils.io import write_json
+
+        write_json(out_dir / "vqa_vocab.json", {"answers": vocab, "top_k": vqa_vocab_size})
+
+    roots = {k: Path(v) for k, v in (image_roots or {}).items()}
+    indexes = {src: index_images(roots.get(src, raw[src])) for src in {s for _, s in wanted.values()}}
+    counts["images"] = _write_images(wanted, indexes, roots, raw, table_path(out_dir, "images"))
+    for kind in TABLE_KINDS[1:]:
+        write_table(_table(kind, rows[kind]), table_path(out_dir, kind), kind)
+        counts[kind] = len(rows[kind])
+    log.info("converted %s → %s: %s", sorted(sources), out_dir, counts)
+    return counts

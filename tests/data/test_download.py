@@ -1,0 +1,248 @@
+"""Downloader against a real HTTP server on 127.0.0.1 (started here, serving files made here)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from vltune.data.download import (DownloadError, download_dataset, download_file, load_manifest,
+                                  resolve_url, safe_unpack)
+
+
+class Server:
+    """Serves ``files`` with HTTP Range support; ``faults`` scripts misbehaviour per path:
+    a list of "500" (answer 500) or "cut" (send half the body, then close) used up one per request."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.faults: dict[str, list[str]] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                path = self.path.lstrip("/")
+                rng = self.headers.get("Range")
+                outer.requests.append((path, rng))
+                if path not in outer.files:
+                    self.send_error(404)
+                    return
+                fault = outer.faults.get(path, []).pop(0) if outer.faults.get(path) else None
+                if fault == "500":
+                    self.send_error(500)
+                    return
+                body, start = outer.files[path], 0
+                if rng:
+                    start = int(rng.removeprefix("bytes=").split("-")[0])
+                    if start >= len(body):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                part = body[start:]
+                self.send_header("Content-Length", str(len(part)))
+                self.end_headers()
+                if fault == "cut":
+                    self.wfile.write(part[: len(part) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(part)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def server():
+    with Server() as s:
+        yield s
+
+
+PAYLOAD = bytes(range(256)) * 4000  # ~1 MB, so a cut transfer leaves a real partial file
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_normal_download(server, tmp_path):
+    server.files["a.bin"] = PAYLOAD
+    dest = tmp_path / "raw" / "a.bin"
+    assert download_file(f"{server.url}/a.bin", dest, len(PAYLOAD), _sha(PAYLOAD)) == _sha(PAYLOAD)
+    assert dest.read_bytes() == PAYLOAD
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["a.bin"]  # no partial file left
+    # a second call verifies the file on disk and makes no request
+    n = len(server.requests)
+    download_file(f"{server.url}/a.bin", dest, len(PAYLOAD), _sha(PAYLOAD))
+    assert len(server.requests) == n
+
+
+def test_resume_after_interrupted_transfer(server, tmp_path):
+    server.files["a.bin"] = PAYLOAD
+    server.faults["a.bin"] = ["cut"]
+    dest = tmp_path / "a.bin"
+    download_file(f"{server.url}/a.bin", dest, len(PAYLOAD), _sha(PAYLOAD), retries=2, backoff=0.01)
+    assert dest.read_bytes() == PAYLOAD
+    # the retry asked only for the bytes it did not have yet
+    assert server.requests == [("a.bin", None), ("a.bin", f"bytes={len(PAYLOAD) // 2}-")]
+
+
+def test_resume_across_runs_without_retries(server, tmp_path):
+    """A job killed mid-transfer: the next run continues the .part file with a Range request."""
+    server.files["a.bin"] = PAYLOAD
+    server.faults["a.bin"] = ["cut"]
+    dest = tmp_path / "a.bin"
+    with pytest.raises(DownloadError, match="giving up"):
+        download_file(f"{server.url}/a.bin", dest, len(PAYLOAD), _sha(PAYLOAD), retries=0)
+    assert not dest.exists()  # nothing that looks complete
+    assert (tmp_path / ".a.bin.part").stat().st_size == len(PAYLOAD) // 2
+    download_file(f"{server.url}/a.bin", dest, len(PAYLOAD), _sha(PAYLOAD), retries=0)
+    assert dest.read_bytes() == PAYLOAD
+    assert server.requests[-1] == ("a.bin", f"bytes={len(PAYLOAD) // 2}-")
+
+
+def test_checksum_mismatch_names_file_url_and_digests(server, tmp_path):
+    server.files["a.bin"] = PAYLOAD
+    wrong = "0" * 64
+    dest = tmp_path / "a.bin"
+    with pytest.raises(DownloadError) as err:
+        download_file(f"{server.url}/a.bin", dest, None, wrong)
+    msg = str(err.value)
+    assert "a.bin" in msg and f"{server.url}/a.bin" in msg and wrong in msg and _sha(PAYLOAD) in msg
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a partial one remains
+
+
+def test_truncated_file_is_an_error(server, tmp_path):
+    server.files["a.bin"] = PAYLOAD[:1000]
+    with pytest.raises(DownloadError, match=r"a\.bin: truncated download .* 1000 bytes, expected 2000"):
+        download_file(f"{server.url}/a.bin", tmp_path / "a.bin", 2000, None)
+    assert not (tmp_path / "a.bin").exists()
+
+
+def test_server_error_is_retried(server, tmp_path):
+    server.files["a.bin"] = PAYLOAD
+    server.faults["a.bin"] = ["500", "500"]
+    download_file(f"{server.url}/a.bin", tmp_path / "a.bin", len(PAYLOAD), _sha(PAYLOAD), retries=3, backoff=0.01)
+    assert (tmp_path / "a.bin").read_bytes() == PAYLOAD
+    assert len(server.requests) == 3
+
+
+def test_persistent_server_error_and_404_give_up(server, tmp_path):
+    server.files["a.bin"] = PAYLOAD
+    server.faults["a.bin"] = ["500"] * 5
+    with pytest.raises(DownloadError, match=r"a\.bin: HTTP 500"):
+        download_file(f"{server.url}/a.bin", tmp_path / "a.bin", retries=2, backoff=0.01)
+    assert len(server.requests) == 3
+    with pytest.raises(DownloadError, match=r"b\.bin: HTTP 404"):
+        download_file(f"{server.url}/b.bin", tmp_path / "b.bin", retries=3, backoff=0.01)
+    assert len(server.requests) == 4  # a 404 is not retried
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("pack,ext", [(_zip, "zip"), (_tar, "tar.gz")])
+@pytest.mark.parametrize("evil", ["../escape.txt", "sub/../../escape.txt", "/tmp/escape-vltune.txt"])
+def test_malicious_archive_member_is_refused(tmp_path, pack, ext, evil):
+    archive = tmp_path / f"evil.{ext}"
+    archive.write_bytes(pack({"ok/a.txt": b"fine", evil: b"pwned"}))
+    target = tmp_path / "out"
+    with pytest.raises(DownloadError, match="outside"):
+        safe_unpack(archive, target)
+    assert not (tmp_path / "escape.txt").exists()
+    assert not (target / "ok" / "a.txt").exists()  # checked before anything is written
+
+
+def test_tar_symlink_out_of_target_is_refused(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        link = tarfile.TarInfo("link")
+        link.type, link.linkname = tarfile.SYMTYPE, "../../etc"
+        tf.addfile(link)
+    (tmp_path / "a.tar").write_bytes(buf.getvalue())
+    with pytest.raises(tarfile.FilterError):
+        safe_unpack(tmp_path / "a.tar", tmp_path / "out")
+
+
+def test_download_dataset_with_mirror_and_unpack(server, tmp_path):
+    archive = _zip({"questions/train.json": b'{"q": 1}'})
+    server.files["mirror/qs.zip"] = archive
+    server.files["mirror/notes.txt"] = b"hello"
+    manifest_path = tmp_path / "m.json"
+    manifest_path.write_text(json.dumps({"dataset": "toy", "version": 1, "files": [
+        {"name": "qs.zip", "url": "https://example.invalid/dead/qs.zip", "size": len(archive),
+         "sha256": _sha(archive), "unpack": True},
+        {"name": "notes.txt", "url": "", "note": "request form", "sha256": None},
+    ]}))
+    manifest = load_manifest(manifest_path)
+    with pytest.raises(DownloadError, match="notes.txt: no public URL \\(request form\\)"):
+        resolve_url(manifest["files"][1], None)
+    raw = tmp_path / "raw"
+    record = download_dataset(manifest, raw, mirror=f"{server.url}/mirror", backoff=0.01)
+    assert (raw / "questions" / "train.json").read_text() == '{"q": 1}'
+    files = json.loads(record.read_text())["files"]
+    assert files["notes.txt"] == {"url": f"{server.url}/mirror/notes.txt", "size": 5, "sha256": _sha(b"hello")}
+    # a local folder works as a mirror too (file copy, same verification)
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "qs.zip").write_bytes(archive)
+    (local / "notes.txt").write_bytes(b"hello")
+    download_dataset(manifest, tmp_path / "raw2", mirror=str(local))
+    assert (tmp_path / "raw2" / "questions" / "train.json").exists()
+
+
+def test_shipped_manifests_load():
+    for name in ("coco2014", "vqav2", "gqa", "nlvr2", "flickr30k"):
+        m = load_manifest(name)
+        assert m["dataset"] == name and m["files"]
+    with pytest.raises(Exception, match="no download manifest for dataset 'nope'"):
+        load_manifest("nope")
+
+
+def test_bad_manifest_entries(tmp_path):
+    p = tmp_path / "m.json"
+    p.write_text(json.dumps({"version": 1, "files": [{"name": "a", "url": "x", "sha256": "abc"}]}))
+    with pytest.raises(Exception, match="a: sha256 must be 64"):
+        load_manifest(p)
+    p.write_text(json.dumps({"version": 1, "files": [{"name": "../a", "url": "x"}]}))
+    with pytest.raises(Exception, match="plain name"):
+        load_manifest(p)

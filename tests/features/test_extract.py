@@ -1,0 +1,151 @@
+"""Feature extraction: equal to a per-image fp32 reference, identical with DataLoader workers,
+resumable shard by shard (verified shards kept, a corrupted one redone)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import vltune.features.extract as extract_mod
+from vltune.features.extract import decode_resize
+from vltune.data.tables import read_table, table_path
+from vltune.features.extract import ExtractConfig, extract_features, load_encoder
+from vltune.features.store import FeatureStore
+
+
+def _save_timm(name, out, size=32):
+    import timm
+    from timm.models import save_for_hf
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=0,
+                              pretrained_cfg_overlay={"input_size": (3, size, size)}).eval()
+    save_for_hf(model, out, safe_serialization=True)
+    return model
+
+
+@pytest.fixture(scope="module")
+def cnn_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cnn")
+    _save_timm("test_resnet", out)
+    return out
+
+
+def _pixels(blobs, enc):
+    x = torch.stack([decode_resize(b, enc.size) for b in blobs]).float() / 255
+    return (x - torch.tensor(enc.mean).view(1, 3, 1, 1)) / torch.tensor(enc.std).view(1, 3, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_world, cnn_dir):
+    """The reference repositories' way: one image at a time, fp32, PIL bicubic resize."""
+    enc = load_encoder(cnn_dir)
+    images = read_table(table_path(tiny_world, "images"), "images")
+    ids, grids = images["image_id"].to_pylist(), []
+    with torch.inference_mode():
+        for blob in images["image"].to_pylist():
+            x = _pixels([blob], enc)
+            grids.append(enc.model.forward_features(x).flatten(2).transpose(1, 2)[0])
+    return ids, torch.stack(grids)
+
+
+def test_grid_matches_per_image_reference(tiny_world, cnn_dir, reference, tmp_path):
+    manifest_path = extract_features(tiny_world, cnn_dir, tmp_path / "store", {"batch_size": 16, "shard_size": 20})
+    ids, ref = reference
+    store = FeatureStore(tmp_path / "store")
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["count"] == len(ids) == 72 and [s["count"] for s in manifest["shards"]] == [20, 20, 20, 12]
+    assert manifest["keys"] == {"grid": list(ref.shape[1:])}
+    assert manifest["preprocessing"]["resize"] == 32
+    got = store.get(ids, "grid")
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got.float(), ref.half().float(), atol=2e-3, rtol=2e-3)
+    assert not (tmp_path / ".store.partial").exists()
+
+
+def test_workers_give_identical_shards(tiny_world, cnn_dir, tmp_path):
+    cfg = {"batch_size": 16, "shard_size": 32}
+    a = json.loads(extract_features(tiny_world, cnn_dir, tmp_path / "a", cfg).read_text())
+    b = json.loads(extract_features(tiny_world, cnn_dir, tmp_path / "b", {**cfg, "num_workers": 2}).read_text())
+    assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+
+
+def test_resume_skips_verified_shards_and_redoes_a_corrupted_one(tiny_world, cnn_dir, tmp_path, monkeypatch):
+    cfg = {"batch_size": 8, "shard_size": 16}  # 5 shards
+    out = tmp_path / "store"
+    full = json.loads(extract_features(tiny_world, cnn_dir, tmp_path / "oneshot", cfg).read_text())
+
+    written = []
+    real_write = extract_mod.write_shard
+
+    def killed_after_three(path, ids, feats):
+        if len(written) == 3:
+            raise KeyboardInterrupt("job killed")
+        written.append(path.name)
+        return real_write(path, ids, feats)
+
+    monkeypatch.setattr(extract_mod, "write_shard", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(tiny_world, cnn_dir, out, cfg)
+    work = tmp_path / ".store.partial"
+    assert written == ["shard-00000.arrow", "shard-00001.arrow", "shard-00002.arrow"]
+    assert not (out / "manifest.json").exists()  # nothing that looks complete
+    shard1 = work / "shard-00001.arrow"
+    data = bytearray(shard1.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard1.write_bytes(bytes(data))
+
+    written.clear()
+    monkeypatch.setattr(extract_mod, "write_shard", lambda p, i, f: written.append(p.name) or real_write(p, i, f))
+    decoded = []
+    real_decode = extract_mod.decode_resize
+    monkeypatch.setattr(extract_mod, "decode_resize", lambda b, s: decoded.append(1) or real_decode(b, s))
+    resumed = json.loads(extract_features(tiny_world, cnn_dir, out, cfg).read_text())
+    assert written == ["shard-00001.arrow", "shard-00003.arrow", "shard-00004.arrow"]
+    assert len(decoded) == 16 + 16 + 8  # only the images of the shards it redid
+    assert resumed["shards"] == full["shards"]  # same bytes as an uninterrupted run
+    assert not work.exists()
+
+
+def test_vit_per_layer_cls(tiny_world, tmp_path):
+    model = _save_timm("test_vit", tmp_path / "vit")
+    extract_features(tiny_world, tmp_path / "vit", tmp_path / "store", {"batch_size": 32})
+    store = FeatureStore(tmp_path / "store")
+    depth, width = len(model.blocks), model.embed_dim
+    assert store.keys == {"cls_layers": [depth, width], "cls": [width]}
+    images = read_table(table_path(tiny_world, "images"), "images")
+    ids = images["image_id"].to_pylist()[:3]
+    x = _pixels(images["image"].to_pylist()[:3], load_encoder(tmp_path / "vit"))
+    with torch.inference_mode():
+        final = model.forward_features(x)[:, 0]  # CLS after the final norm
+        h = model.norm_pre(model._pos_embed(model.patch_embed(x)))
+        first = model.norm(model.blocks[0](h))[:, 0]  # block 0's CLS, through the final norm
+    cls_layers = store.get(ids, "cls_layers").float()
+    torch.testing.assert_close(cls_layers[:, -1], final.half().float(), atol=3e-3, rtol=3e-3)
+    torch.testing.assert_close(cls_layers[:, 0], first.half().float(), atol=3e-3, rtol=3e-3)
+    torch.testing.assert_close(store.get(ids, "cls"), store.get(ids, "cls_layers")[:, -1])
+
+
+def test_bad_params_are_named():
+    with pytest.raises(ValueError, match="unknown features param 'workers'"):
+        ExtractConfig.from_dict({"workers": 2})
+    with pytest.raises(ValueError, match="features.decode must be"):
+        ExtractConfig.from_dict({"decode": "nvjpeg"})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_decode_close_to_pil(tiny_world):
+    from vltune.features.extract import decode_resize, gpu_decode_resize
+    import io
+    from PIL import Image
+
+    blobs = []
+    for i, blob in enumerate(read_table(table_path(tiny_world, "images"), "images")["image"].to_pylist()[:8]):
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(blob)).convert("RGB").save(buf, "JPEG", quality=95)
+        blobs.append(buf.getvalue())
+    gpu = gpu_decode_resize(blobs, 48, torch.device("cuda")).cpu().float()
+    cpu = torch.stack([decode_resize(b, 48) for b in blobs]).float()
+    assert (gpu - cpu).abs().mean() < 3.0  # decoders' IDCT and the resize kernels differ slightly

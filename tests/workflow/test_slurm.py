@@ -75,9 +75,11 @@ def snakemake_slurm(workdir: Path, *args: str, timeout: int) -> tuple[subprocess
 
 
 def small_config(tmp_path: Path, **world) -> Path:
-    """The tiny config with one family, method and seed (every rule, fewer jobs: each sequential
-    Slurm round costs ~30 s of polling here), plus ``world`` overrides."""
-    cfg = {"vlpet": {"families": ["bart"], "methods": ["full"], "seeds": [1]}}
+    """The tiny config's foundation path with one family, method and seed (fewer jobs: each
+    sequential Slurm round costs ~30 s of polling here; the merging, eP-ALM and DAS studies run in
+    test_pipeline), plus ``world`` overrides."""
+    cfg = {"vlpet": {"families": ["bart"], "methods": ["full"], "seeds": [1]},
+           "merging": {"inits": []}, "epalm": {"methods": []}, "das": {"tasks": []}}
     if world:
         cfg["world"] = world
     path = tmp_path / "slurm.yaml"

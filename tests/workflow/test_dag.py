@@ -138,3 +138,19 @@ def test_epalm_runs_both_variants_per_task_on_cached_perception(tmp_path):
     shell = dry_run(tmp_path, ROOT / "config/config.yaml", recomputed)
     assert not any("extract-perception" in c for c in shell)
     assert not any("--perception" in c for c in shell if "-epalm " in c)
+
+
+def test_the_report_ledger_lists_every_job_all_runs(tmp_path):
+    """ledger.csv gets a record from every job: with VL-T5 only and a DAS study, the BART that DAS
+    fine-tunes is pretrained and its ledger record is among the report's inputs."""
+    cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
+    cfg["vlpet"].update(families=["t5"], methods=["full"], seeds=[1])
+    cfg["merging"]["inits"] = ["regmean"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    shell = dry_run(tmp_path, tmp_path / "config.yaml")
+    written = {c.split("--ledger ")[1].split()[0] for c in shell if "--ledger " in c}
+    report = next(c for c in shell if "vltune report" in c)
+    listed = set(report.split("--ledgers ")[1].split(" --out-dir")[0].split())
+    assert written == listed
+    assert {"results/ledger/pretrain_bart/tiny-bart.json", "results/ledger/collect_grams/nlvr2.json",
+            "results/ledger/merge_experts/regmean-retrieval.json"} <= listed

@@ -337,8 +337,10 @@ def report_inputs():
 def ledger_inputs():
     """The ledger record of every job `all` runs (results/ledger/<rule>/<its wildcards>.json)."""
     runs = [os.path.relpath(os.path.dirname(path), "results/vlpet") for path in vlpet_metrics()]
+    # DAS fine-tunes backbones.bart whatever vlpet.families lists
+    families = list(dict.fromkeys(config["vlpet"]["families"] + (["bart"] if das_metrics() else [])))
     backbones = [("pretrain_clip", CLIP)] + [
-        (f"pretrain_{family}", config["backbones"][family]["name"]) for family in config["vlpet"]["families"]
+        (f"pretrain_{family}", config["backbones"][family]["name"]) for family in families
     ]
     return [
         f"results/ledger/make_world/{DATASET}.json",

@@ -470,10 +470,10 @@ def das_skips():
 
 def das_ledgers():
     """Ledger records of the DAS jobs: a search per k > 0, then fine-tuning and evaluation per k."""
+    searched = [os.path.relpath(os.path.dirname(path), "results/das") for path in das_skips()]
     runs = [os.path.relpath(os.path.dirname(path), "results/das") for path in das_metrics()]
     return [
-        *(f"results/ledger/das_search/{os.path.dirname(path)}.json" for path in
-          (os.path.relpath(p, "results/das") for p in das_skips())),
+        *(f"results/ledger/das_search/{run}.json" for run in searched),
         *(f"results/ledger/{rule}/{run}.json" for run in runs for rule in ("das_finetune", "das_evaluate")),
     ]
 

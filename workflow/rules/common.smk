@@ -13,15 +13,21 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 def check_method_configs():
     """Each method's hyper-parameters through its config dataclass now, so a typo in
-    `vlpet.method_configs` stops the workflow before any job (the schema cannot know the keys)."""
+    `vlpet.method_configs`, `epalm.method_configs` or `das.method_config` stops the workflow before
+    any job (the schema cannot know the keys). DAS's `skip` is the search's result, never a config value."""
     from vltune.pet import resolve_config
 
-    for section in ("vlpet", "epalm"):
-        for method, overrides in config[section]["method_configs"].items():
-            try:
-                resolve_config({**overrides, "method": method})
-            except ValueError as e:
-                raise ValueError(f"config key {section}.method_configs.{method}: {e}") from None
+    checks = [(f"{section}.method_configs.{method}", method, overrides)
+              for section in ("vlpet", "epalm") for method, overrides in config[section]["method_configs"].items()]
+    das = (config.get("das") or {}).get("method_config", {})
+    if "skip" in das:
+        raise ValueError("config key das.method_config.skip: the skip set comes from das_search's skip.json")
+    checks.append(("das.method_config", "das", das))
+    for key, method, overrides in checks:
+        try:
+            resolve_config({**overrides, "method": method})
+        except ValueError as e:
+            raise ValueError(f"config key {key}: {e}") from None
 
 
 check_method_configs()
@@ -404,23 +410,6 @@ def report_dir(wildcards, output):
 # --- DAS study (workflow/rules/das.smk) -------------------------------------------------------------
 def das_config():
     return config.get("das") or {"tasks": []}
-
-
-def check_das_method_config():
-    """das.method_config through the das config dataclass now (a typo stops the workflow before
-    any job); `skip` is the search's result, never a config value."""
-    from vltune.pet import resolve_config
-
-    overrides = das_config().get("method_config", {})
-    if "skip" in overrides:
-        raise ValueError("config key das.method_config.skip: the skip set comes from das_search's skip.json")
-    try:
-        resolve_config({**overrides, "method": "das"})
-    except ValueError as e:
-        raise ValueError(f"config key das.method_config: {e}") from None
-
-
-check_das_method_config()
 
 
 def _das_common():

@@ -34,7 +34,7 @@ SUBCOMMANDS = [
     ("fetch-backbone", C.fetch_backbone, "save a published backbone (HF cache / timm / local folder) as resources/backbones/<name>", [
         ("--name", dict(required=True, help="published name (bart-base, t5-base, opt-*, vit-b16, vit-l16, clip-rn101, clip-vit-b32) or any name with --params source")),
         ("--out", dict(required=True, help="output backbone folder")),
-        ("--params", dict(default="{}", help='JSON {"source": local folder or Hub id, "kind": seq2seq|causal|image, "library": transformers|timm}')),
+        ("--params", dict(default="{}", help='JSON {"source": local folder or Hub id, "kind": seq2seq|causal|image, "library": transformers|timm, "vl_tokens": add <vis_extra_id_k> to the tokenizer}')),
     ]),
     ("train-tokenizer", C.train_tokenizer, "train a byte-level BPE tokenizer on the world's train text", [
         ("--data", dict(required=True, help="folder of canonical tables")),

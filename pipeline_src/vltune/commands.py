@@ -78,9 +78,13 @@ def fetch_backbone(args) -> None:
     from .backbones.pretrained import fetch_backbone as fetch
 
     params = {k: v for k, v in parse_params(args.params, "fetch-backbone").items() if v is not None}
-    unknown = set(params) - {"source", "kind", "library"}
+    unknown = set(params) - {"source", "kind", "library", "vl_tokens"}
     if unknown:
         raise UserError(f"fetch-backbone: unknown param {sorted(unknown)[0]!r}")
+    if params.pop("vl_tokens", False):
+        from .backbones.tokenizer import VIS_EXTRA_IDS
+
+        params["add_tokens"] = VIS_EXTRA_IDS
     fetch(args.name, args.out, **params)
 
 

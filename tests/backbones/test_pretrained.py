@@ -122,3 +122,48 @@ def test_published_names_cover_the_seeds():
     for entry in PUBLISHED.values():  # every timm name is one timm actually publishes
         if entry.library == "timm":
             assert entry.source in timm.list_pretrained(entry.source)
+
+
+def _tokenizer_without_visual_tokens():
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.train_from_iterator(["a red circle left of a blue square"] * 4,
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+                                                show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
+
+
+def test_vl_tokens_are_added_to_a_published_lm_once_and_deterministically(tmp_path):
+    """A published LM lacks VL-T5's <vis_extra_id_k>: fetch adds them with embedding rows drawn under a
+    fixed seed (so a PET checkpoint applies to the same backbone), keeps every original row, and the
+    VL model then gets one distinct token per visual position instead of <unk> for all."""
+    from safetensors.torch import load_file
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    from vltune.backbones.tokenizer import VIS_EXTRA_IDS
+    from vltune.train.multitask import build_vlbart
+
+    tok = _tokenizer_without_visual_tokens()
+    assert tok.convert_tokens_to_ids(VIS_EXTRA_IDS[0]) == tok.unk_token_id
+    cfg = BartConfig(vocab_size=len(tok), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                     decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32)
+    BartForConditionalGeneration(cfg).save_pretrained(tmp_path / "src")
+    tok.save_pretrained(tmp_path / "src")
+    a = fetch_backbone("lm", tmp_path / "a", source=str(tmp_path / "src"), add_tokens=VIS_EXTRA_IDS)
+    b = fetch_backbone("lm", tmp_path / "b", source=str(tmp_path / "src"), add_tokens=VIS_EXTRA_IDS)
+    assert json.loads((a / "backbone.json").read_text())["added_tokens"] == len(VIS_EXTRA_IDS)
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    src = load_file(tmp_path / "src/model.safetensors")
+    key = "model.shared.weight"
+    assert wa[key].shape[0] == len(tok) + len(VIS_EXTRA_IDS)
+    torch.testing.assert_close(wa[key][: len(tok)], src[key])  # the published rows are untouched
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # the same new rows every time
+    model, vl_tok = build_vlbart(a, feat_dim=8)
+    ids = model.vis_token_ids.tolist()
+    assert len(set(ids)) == len(VIS_EXTRA_IDS) and vl_tok.unk_token_id not in ids
+    again = fetch_backbone("lm", tmp_path / "c", source=str(a), add_tokens=VIS_EXTRA_IDS)
+    assert json.loads((again / "backbone.json").read_text())["added_tokens"] == 0

@@ -1,6 +1,7 @@
 # Config validation, wildcard constraints and every helper the rules use (no logic in rules).
 import json
 import os
+import re
 import shlex
 
 from snakemake.utils import validate
@@ -47,6 +48,20 @@ def set_commit_env():
 
 
 set_commit_env()
+
+def check_data_and_backbones():
+    """What the schema cannot say: a real dataset names its sources, and each backbone is either
+    fetched (`published`) or pretrained here (`arch` and `train`)."""
+    if config["dataset"] != "shapes" and not config["download"]["sources"]:
+        raise ValueError(f"config key download.sources: dataset {config['dataset']!r} is not the synthetic "
+                         "'shapes' world, so list the official sources to convert (e.g. [coco2014, vqav2])")
+    for key, b in config["backbones"].items():
+        if b.get("published") is None and not ("arch" in b and "train" in b):
+            raise ValueError(f"config key backbones.{key}: give `published` (a backbone to fetch) or both "
+                             "`arch` and `train` (a tiny one the pipeline pretrains)")
+
+
+check_data_and_backbones()
 
 DATASET = config["dataset"]
 DATA = f"resources/data/{DATASET}"
@@ -97,6 +112,42 @@ def cpus_per_gpu(gpus):
 def as_json(obj):
     """One JSON argument for `vltune --params` (quoted with :q in the rules)."""
     return json.dumps(obj, sort_keys=True)
+
+
+def download_params(wildcards):
+    d = config["download"]
+    return as_json({k: d[k] for k in ("mirror", "retries", "backoff", "timeout")})
+
+
+def convert_sources(wildcards, input):
+    """`NAME=RAW_DIR` items for vltune convert, each quoted."""
+    return " ".join(shlex.quote(f"{os.path.basename(os.path.dirname(r))}={os.path.dirname(r)}") for r in input.records)
+
+
+def record_dir(wildcards, output):
+    return os.path.dirname(output.record)
+
+
+def published(key):
+    """backbones.<key>.published: the fetch-backbone params, or None for a backbone pretrained here."""
+    return config["backbones"][key].get("published")
+
+
+# Folder name → config key of every fetched backbone (the fetch_backbone rule's wildcard values).
+PUBLISHED = {b["name"]: key for key, b in config["backbones"].items() if b.get("published") is not None}
+
+
+def backbone_ledger(key):
+    """The ledger record of the job that makes backbones.<key>: fetched or pretrained."""
+    name = config["backbones"][key]["name"]
+    job = "fetch_backbone" if published(key) is not None else f"pretrain_{key}"
+    return f"results/ledger/{job}/{name}.json"
+
+
+def fetch_params(wildcards):
+    key = PUBLISHED[wildcards.backbone]
+    # The VL families read `<vis_extra_id_k>` tokens for the visual positions (VL-T5's tokenizer).
+    return as_json({**published(key), "vl_tokens": key in ("bart", "t5")})
 
 
 def world_params():
@@ -321,8 +372,6 @@ def epalm_ledgers():
         return []
     runs = expand("{method}/seed{seed}", method=e["methods"], seed=e["seeds"])
     return [
-        f"results/ledger/pretrain_opt/{OPT}.json",
-        f"results/ledger/pretrain_vit/{VIT}.json",
         *([f"results/ledger/extract_perception/{VIT}/{DATASET}.json"] if epalm_cached() else []),
         *(f"results/ledger/finetune_epalm/{run}/{task}.json" for run in runs for task in e["tasks"]),
         *(f"results/ledger/evaluate_epalm/{run}.json" for run in runs),
@@ -343,22 +392,35 @@ def report_inputs():
 def ledger_inputs():
     """The ledger record of every job `all` runs (results/ledger/<rule>/<its wildcards>.json)."""
     runs = [os.path.relpath(os.path.dirname(path), "results/vlpet") for path in vlpet_metrics()]
-    # DAS fine-tunes backbones.bart whatever vlpet.families lists
-    families = list(dict.fromkeys(config["vlpet"]["families"] + (["bart"] if das_metrics() else [])))
-    backbones = [("pretrain_clip", CLIP)] + [
-        (f"pretrain_{family}", config["backbones"][family]["name"]) for family in families
-    ]
+    merging = merging_ledgers()
     return [
-        f"results/ledger/make_world/{DATASET}.json",
-        "results/ledger/train_tokenizer/tokenizer.json",
-        *(f"results/ledger/{rule}/{name}.json" for rule, name in backbones),
+        *data_ledgers(),
+        *backbone_ledgers(merging),
         f"results/ledger/extract_features/{CLIP}/{DATASET}.json",
         f"results/ledger/baselines/{DATASET}.json",
         *(f"results/ledger/{rule}/{run}.json" for run in runs for rule in ("finetune_vlbart", "evaluate_vlbart")),
-        *merging_ledgers(),
+        *merging,
         *epalm_ledgers(),
         *das_ledgers(),
     ]
+
+
+def data_ledgers():
+    if DATASET == "shapes":
+        return [f"results/ledger/make_world/{DATASET}.json"]
+    return [*(f"results/ledger/download/{s}.json" for s in config["download"]["sources"]),
+            f"results/ledger/convert/{DATASET}.json"]
+
+
+def backbone_ledgers(merging):
+    """CLIP, the VL families' LMs (DAS fine-tunes backbones.bart whatever vlpet.families lists),
+    eP-ALM's pair, and the tokenizer when a backbone pretrained here or the merging study needs it."""
+    keys = ["clip", *config["vlpet"]["families"], *(["bart"] if das_metrics() else []),
+            *(["opt", "vit"] if epalm_metrics() else [])]
+    keys = list(dict.fromkeys(keys))
+    tokenizer = merging or any(published(key) is None for key in keys)
+    return [*(["results/ledger/train_tokenizer/tokenizer.json"] if tokenizer else []),
+            *(backbone_ledger(key) for key in keys)]
 
 
 def merging_ledgers():

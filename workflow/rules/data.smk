@@ -28,3 +28,61 @@ rule make_world:
         "../../envs/vltune.yaml"
     shell:
         "vltune --ledger {output.ledger:q} make-world --out {params.out:q} --params {params.world:q} > {log} 2>&1"
+
+
+# Real data (dataset != shapes): each official source is downloaded and verified against its shipped
+# manifest, then all of them are converted into the dataset's five canonical tables.
+if DATASET != "shapes":
+
+    rule download:
+        output:
+            record="resources/raw/{source}/download.json",
+            ledger="results/ledger/download/{source}.json",
+        params:
+            hp=download_params,
+            out=record_dir,
+        log:
+            "logs/download/{source}.log",
+        benchmark:
+            "benchmarks/download/{source}.tsv"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=attempt_runtime,
+            slurm_partition=RES["cpu_partition"],
+        conda:
+            "../../envs/vltune.yaml"
+        shell:
+            "vltune --ledger {output.ledger:q} download --dataset {wildcards.source:q} --out {params.out:q}"
+            " --params {params.hp:q} > {log} 2>&1"
+
+    rule convert:
+        input:
+            records=expand("resources/raw/{source}/download.json", source=config["download"]["sources"]),
+        output:
+            tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
+            info=report(
+                f"{DATA}/convert.json",
+                caption="../report/convert.rst",
+                category=CATEGORY["data"],
+                labels={"dataset": DATASET, "file": "convert.json"},
+            ),
+            ledger=f"results/ledger/convert/{DATASET}.json",
+        params:
+            sources=convert_sources,
+            hp=as_json({"vqa_vocab_size": config["download"]["vqa_vocab_size"]}),
+            out=world_dir,
+        log:
+            f"logs/convert/{DATASET}.log",
+        benchmark:
+            f"benchmarks/convert/{DATASET}.tsv"
+        threads: 1
+        resources:
+            mem_mb=RES["mem_mb"],
+            runtime=attempt_runtime,
+            slurm_partition=RES["cpu_partition"],
+        conda:
+            "../../envs/vltune.yaml"
+        shell:
+            "vltune --ledger {output.ledger:q} convert --source {params.sources} --out {params.out:q}"
+            " --params {params.hp:q} > {log} 2>&1"

@@ -4,76 +4,80 @@
 # with epalm.perception: recomputed (or augment on), training runs the encoder every step instead.
 
 
-rule pretrain_opt:
-    input:
-        tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
-        tokenizer="resources/backbones/tokenizer",
-    output:
-        backbone=report(
-            directory(f"resources/backbones/{OPT}"),
-            patterns=["train_{name}.json"],
-            caption="../report/backbone.rst",
-            category=CATEGORY["backbones"],
-            labels={"backbone": OPT, "file": "train_{name}.json"},
-        ),
-        ledger=f"results/ledger/pretrain_opt/{OPT}.json",
-    params:
-        data=tables_dir,
-        hp=backbone_params("opt"),
-        resume=f"resume/pretrain_opt/{OPT}",
-    log:
-        f"logs/pretrain_opt/{OPT}.log",
-    benchmark:
-        f"benchmarks/pretrain_opt/{OPT}.tsv"
-    threads: epalm_threads
-    resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        gpu=1,
-        cpus_per_gpu=cpus_per_gpu(1),
-        gpu_model=RES["gpu_model"],
-        slurm_partition=RES["gpu_partition"],
-    conda:
-        "../../envs/vltune.yaml"
-    shell:
-        "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} pretrain-opt --data {params.data:q} --tokenizer {input.tokenizer:q}"
-        " --out {output.backbone:q} --params {params.hp:q} --resume-dir {params.resume:q} > {log} 2>&1"
+if published("opt") is None:
+
+    rule pretrain_opt:
+        input:
+            tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
+            tokenizer="resources/backbones/tokenizer",
+        output:
+            backbone=report(
+                directory(f"resources/backbones/{OPT}"),
+                patterns=["train_{name}.json"],
+                caption="../report/backbone.rst",
+                category=CATEGORY["backbones"],
+                labels={"backbone": OPT, "file": "train_{name}.json"},
+            ),
+            ledger=f"results/ledger/pretrain_opt/{OPT}.json",
+        params:
+            data=tables_dir,
+            hp=backbone_params("opt"),
+            resume=f"resume/pretrain_opt/{OPT}",
+        log:
+            f"logs/pretrain_opt/{OPT}.log",
+        benchmark:
+            f"benchmarks/pretrain_opt/{OPT}.tsv"
+        threads: epalm_threads
+        resources:
+            mem_mb=RES["mem_mb"],
+            runtime=attempt_runtime,
+            gpu=1,
+            cpus_per_gpu=cpus_per_gpu(1),
+            gpu_model=RES["gpu_model"],
+            slurm_partition=RES["gpu_partition"],
+        conda:
+            "../../envs/vltune.yaml"
+        shell:
+            "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} pretrain-opt --data {params.data:q} --tokenizer {input.tokenizer:q}"
+            " --out {output.backbone:q} --params {params.hp:q} --resume-dir {params.resume:q} > {log} 2>&1"
 
 
 # Unimodal: trained on image labels (the scene's tags) only, never on text.
-rule pretrain_vit:
-    input:
-        tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
-    output:
-        backbone=report(
-            directory(f"resources/backbones/{VIT}"),
-            patterns=["train_{name}.json"],
-            caption="../report/backbone.rst",
-            category=CATEGORY["backbones"],
-            labels={"backbone": VIT, "file": "train_{name}.json"},
-        ),
-        ledger=f"results/ledger/pretrain_vit/{VIT}.json",
-    params:
-        data=tables_dir,
-        hp=vit_params,
-        resume=f"resume/pretrain_vit/{VIT}",
-    log:
-        f"logs/pretrain_vit/{VIT}.log",
-    benchmark:
-        f"benchmarks/pretrain_vit/{VIT}.tsv"
-    threads: epalm_threads
-    resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        gpu=1,
-        cpus_per_gpu=cpus_per_gpu(1),
-        gpu_model=RES["gpu_model"],
-        slurm_partition=RES["gpu_partition"],
-    conda:
-        "../../envs/vltune.yaml"
-    shell:
-        "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} pretrain-vit --data {params.data:q} --out {output.backbone:q}"
-        " --params {params.hp:q} --resume-dir {params.resume:q} > {log} 2>&1"
+if published("vit") is None:
+
+    rule pretrain_vit:
+        input:
+            tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
+        output:
+            backbone=report(
+                directory(f"resources/backbones/{VIT}"),
+                patterns=["train_{name}.json"],
+                caption="../report/backbone.rst",
+                category=CATEGORY["backbones"],
+                labels={"backbone": VIT, "file": "train_{name}.json"},
+            ),
+            ledger=f"results/ledger/pretrain_vit/{VIT}.json",
+        params:
+            data=tables_dir,
+            hp=vit_params,
+            resume=f"resume/pretrain_vit/{VIT}",
+        log:
+            f"logs/pretrain_vit/{VIT}.log",
+        benchmark:
+            f"benchmarks/pretrain_vit/{VIT}.tsv"
+        threads: epalm_threads
+        resources:
+            mem_mb=RES["mem_mb"],
+            runtime=attempt_runtime,
+            gpu=1,
+            cpus_per_gpu=cpus_per_gpu(1),
+            gpu_model=RES["gpu_model"],
+            slurm_partition=RES["gpu_partition"],
+        conda:
+            "../../envs/vltune.yaml"
+        shell:
+            "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} pretrain-vit --data {params.data:q} --out {output.backbone:q}"
+            " --params {params.hp:q} --resume-dir {params.resume:q} > {log} 2>&1"
 
 
 rule extract_perception:

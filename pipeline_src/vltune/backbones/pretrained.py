@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,10 +137,18 @@ def load_published(name: str, source: str | None = None, kind: str | None = None
 
 
 def fetch_backbone(name: str, out_dir: str | os.PathLike, source: str | None = None, kind: str | None = None,
-                   library: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+                   library: str | None = None, cache_dir: str | os.PathLike | None = None,
+                   add_tokens: Sequence[str] = ()) -> Path:
     """Load a published backbone and save it as ``out_dir`` (safetensors, the library's own
-    layout) with ``backbone.json`` recording where it came from; returns ``out_dir``."""
+    layout) with ``backbone.json`` recording where it came from; returns ``out_dir``.
+
+    ``add_tokens`` (a transformers backbone): tokens its tokenizer lacks are added and the embedding
+    matrix grows to match, as VL-T5 adds ``<vis_extra_id_k>``. Done once here, with a fixed seed, so
+    the new rows are part of the saved backbone: a PET checkpoint (which keeps only its trainable
+    tensors) then applies to exactly the weights it was trained on.
+    """
     model, tokenizer, spec = load_published(name, source, kind, library, cache_dir)
+    added = _add_tokens(model, tokenizer, add_tokens) if add_tokens else 0
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if spec.library == "timm":
@@ -151,9 +160,24 @@ def fetch_backbone(name: str, out_dir: str | os.PathLike, source: str | None = N
         tokenizer.save_pretrained(out_dir)
     params = sum(p.numel() for p in model.parameters())
     write_json(out_dir / RECORD, {"name": name, "library": spec.library, "source": spec.source,
-                                  "kind": spec.kind, "parameters": params})
+                                  "kind": spec.kind, "parameters": params, "added_tokens": added})
     log.info("backbone %s (%s %s, %.1f M parameters) → %s", name, spec.library, spec.source, params / 1e6, out_dir)
     return out_dir
+
+
+def _add_tokens(model, tokenizer, tokens: Sequence[str]) -> int:
+    """Add the ``tokens`` ``tokenizer`` lacks and resize ``model``'s embeddings; returns how many."""
+    if tokenizer is None:
+        raise BackboneNotFound("add_tokens needs a transformers backbone with a tokenizer (timm models have none)")
+    import torch
+
+    n = tokenizer.add_special_tokens({"additional_special_tokens": list(tokens)},
+                                     replace_extra_special_tokens=False)
+    if n:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model.resize_token_embeddings(len(tokenizer))
+    return n
 
 
 def load_saved(path: str | os.PathLike, kind: str | None = None):

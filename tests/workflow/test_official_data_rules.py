@@ -1,0 +1,134 @@
+"""The download and convert rules in a real snakemake run: fixture files in the official release
+formats, packed as the shipped manifests name them, served over HTTP on 127.0.0.1 as a mirror;
+the DAG fetches, verifies, unpacks and converts them into the canonical tables. A file missing
+from the mirror fails its own download job with the file and URL named, and loses nothing the
+other jobs finished."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import importlib.util
+import json
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vltune.data.tables import read_table, table_path
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = ["coco2014", "vqav2", "gqa", "nlvr2"]
+
+
+def _official_fixtures():
+    """The converter tests' writers of official-format fixtures (tests/data/test_official.py)."""
+    spec = importlib.util.spec_from_file_location("official_fixtures", ROOT / "tests/data/test_official.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _zip(archive: Path, root: Path, members: list[Path]) -> None:
+    with zipfile.ZipFile(archive, "w") as z:
+        for m in members:
+            for f in sorted([m] if m.is_file() else m.rglob("*")):
+                if f.is_file():
+                    z.write(f, f.relative_to(root).as_posix())
+
+
+def _mirror(tmp: Path) -> Path:
+    """Every file of the four manifests, under its manifest name, built from the fixtures."""
+    fx = _official_fixtures()
+    raw, mirror = tmp / "official", tmp / "mirror"
+    mirror.mkdir()
+    fx._write_coco(raw / "coco2014")
+    fx._write_vqa(raw / "vqav2")
+    fx._write_gqa(raw / "gqa")
+    fx._write_nlvr2(raw / "nlvr2")
+    coco, vqa, gqa, nlvr2 = (raw / s for s in SOURCES)
+    _zip(mirror / "train2014.zip", coco, [coco / "train2014"])
+    _zip(mirror / "val2014.zip", coco, [coco / "val2014"])
+    _zip(mirror / "caption_datasets.zip", coco, [coco / "dataset_coco.json"])
+    for name, files in {"v2_Questions_Train_mscoco.zip": "v2_OpenEnded_mscoco_train2014_questions.json",
+                        "v2_Questions_Val_mscoco.zip": "v2_OpenEnded_mscoco_val2014_questions.json",
+                        "v2_Annotations_Train_mscoco.zip": "v2_mscoco_train2014_annotations.json",
+                        "v2_Annotations_Val_mscoco.zip": "v2_mscoco_val2014_annotations.json"}.items():
+        _zip(mirror / name, vqa, [vqa / files])
+    _zip(mirror / "questions1.2.zip", gqa, sorted(gqa.glob("*.json")))
+    _zip(mirror / "images.zip", gqa, [gqa / "images"])
+    for split in ("train", "dev", "test1"):
+        (mirror / f"{split}.json").write_bytes((nlvr2 / f"{split}.json").read_bytes())
+        _zip(mirror / f"{split}_img.zip", nlvr2, [nlvr2 / split])
+    return mirror
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def served(tmp_path):
+    """(mirror folder, its base URL): a plain HTTP server on 127.0.0.1 for the test's duration."""
+    mirror = _mirror(tmp_path)
+    handler = functools.partial(_QuietHandler, directory=str(mirror))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield mirror, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def _run(workdir: Path, url: str, *args: str) -> subprocess.CompletedProcess:
+    cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
+    cfg["dataset"] = "vl-fixture"
+    cfg["download"] = {"sources": SOURCES, "mirror": url, "retries": 0, "timeout": 10.0, "vqa_vocab_size": 3}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+         "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args,
+         "resources/data/vl-fixture/convert.json"],
+        capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_download_and_convert_rules_build_the_canonical_tables_from_a_mirror(served, tmp_path):
+    mirror, url = served
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = _run(work, url)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = work / "resources/data/vl-fixture"
+    counts = json.loads((data / "convert.json").read_text())
+    assert counts["captions"] == 4 and counts["gqa"] == 3 and counts["nlvr2"] == 4
+    assert counts["vqa"] == 4 and counts["vqa_dropped_no_label"] == 1  # the converter tests' fixture
+    # images: 4 COCO + 3 GQA + 3 NLVR2 pairs × 2 (two statements share one pair), each stored once
+    assert counts["images"] == 4 + 3 + 6 == read_table(table_path(data, "images"), "images").num_rows
+    for source in SOURCES:
+        record = json.loads((work / f"resources/raw/{source}/download.json").read_text())
+        for name, entry in record["files"].items():
+            assert entry["url"] == url + name and len(entry["sha256"]) == 64
+            assert entry["size"] == (mirror / name).stat().st_size
+    assert json.loads((work / "results/ledger/convert/vl-fixture.json").read_text())["command"] == "convert"
+    # a second run has nothing to do
+    again = _run(work, url, "-n")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_a_file_missing_from_the_mirror_fails_its_download_naming_it_and_keeps_the_others(served, tmp_path):
+    mirror, url = served
+    (mirror / "images.zip").unlink()  # GQA's images
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = _run(work, url, "--keep-going")
+    assert proc.returncode != 0
+    log = (work / "logs/download/gqa.log").read_text()
+    assert "images.zip: HTTP 404" in log and url + "images.zip" in log
+    assert not (work / "resources/raw/gqa/images.zip").exists()  # nothing that looks complete
+    for source in ("coco2014", "vqav2", "nlvr2"):  # the other downloads finished and stay
+        assert (work / f"resources/raw/{source}/download.json").exists()
+    assert not (work / "resources/data/vl-fixture/convert.json").exists()

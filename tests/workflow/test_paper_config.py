@@ -1,0 +1,122 @@
+"""config/paper.yaml: the seeds' experiments at real scale plan as one DAG (snakemake dry run) from
+official downloads and published backbones, without fetching anything; and the config checks that
+keep a half-switched config (a real dataset without sources, a backbone neither fetched nor
+pretrained) from starting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PAPER = ROOT / "config/paper.yaml"
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+         "-n", "-p", "--cores", "2", *args],
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def shell_commands(stdout: str) -> list[str]:
+    return [line.strip().removeprefix("Shell command: ") for line in stdout.splitlines() if "vltune " in line]
+
+
+def subcommand(cmd: str) -> str:
+    """The vltune subcommand of a shell command (after the global flags)."""
+    words = cmd.split()
+    i = words.index("vltune") + 1
+    while words[i].startswith("--"):
+        i += 1 if "=" in words[i] else 2
+    return words[i]
+
+
+def test_paper_config_plans_all_four_studies_from_downloads_and_published_backbones(tmp_path):
+    proc = snakemake(tmp_path, "all", "--configfile", str(PAPER))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shell = shell_commands(proc.stdout)
+    jobs = Counter(subcommand(c) for c in shell)
+    paper = yaml.safe_load(PAPER.read_text())
+
+    # data: one verified download per official source, one conversion into the canonical tables
+    sources = paper["download"]["sources"]
+    assert jobs["download"] == len(sources) == 5
+    assert jobs["convert"] == 1 and jobs["make-world"] == 0
+    convert = next(c for c in shell if subcommand(c) == "convert")
+    assert all(f"{s}=resources/raw/{s}" in convert for s in sources)
+    # backbones: all five are fetched, none pretrained; the VL families get the visual tokens
+    fetched = {c.split("--name ")[1].split()[0]: c for c in shell if subcommand(c) == "fetch-backbone"}
+    assert set(fetched) == {b["name"] for b in paper["backbones"].values()}
+    assert '"vl_tokens": true' in fetched["bart-base"] and '"vl_tokens": false' in fetched["clip-rn101"]
+    assert not any(subcommand(c).startswith("pretrain-") and subcommand(c) != "pretrain-vlmo" for c in shell)
+    assert any(subcommand(c) == "extract-features" and "--backbone resources/backbones/clip-rn101" in c for c in shell)
+    # VL-PET: 2 families x 10 methods x 3 seeds, each fine-tuned and evaluated
+    v = paper["vlpet"]
+    runs = len(v["families"]) * len(v["methods"]) * len(v["seeds"])
+    assert jobs["finetune-vlbart"] == jobs["evaluate-vlbart"] == runs == 60
+    assert any("--backbone resources/backbones/t5-base --family t5" in c for c in shell)
+    # merging: both pretraining stages + the agnostic baseline, Grams per task, every merge, every init x seed
+    assert jobs["pretrain-vlmo"] == 3 and jobs["collect-grams"] == 3
+    assert jobs["merge-experts"] == 15 and jobs["finetune-vlmo"] == 16 * 3
+    # eP-ALM: 2 variants x 3 tasks x 3 seeds on OPT-2.7B + ViT-B/16
+    assert jobs["finetune-epalm"] == 18 and jobs["evaluate-epalm"] == 6
+    assert all("--lm resources/backbones/opt-2.7b --encoder resources/backbones/vit-b16" in c
+               for c in shell if subcommand(c) == "finetune-epalm")
+    # DAS: a search per k > 0, fine-tuning and evaluation per k, on bart-base
+    d = paper["das"]
+    assert jobs["das-search"] == len(d["tasks"]) * 3 * len(d["seeds"])
+    assert jobs["das-finetune"] == jobs["das-evaluate"] == len(d["tasks"]) * len(d["k"]) * len(d["seeds"])
+    assert jobs["report"] == 1 and jobs["das-report"] == 1
+    # the report's ledger lists exactly the records the jobs write
+    written = {c.split("--ledger ")[1].split()[0] for c in shell if "--ledger " in c}
+    report = next(c for c in shell if subcommand(c) == "report")
+    assert written == set(report.split("--ledgers ")[1].split(" --out-dir")[0].split())
+    # GPU rules ask for the cluster's A100s; nothing was downloaded or created
+    assert "gpu_model=a100" in proc.stdout
+    assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
+
+
+def _config(tmp_path: Path, edit) -> Path:
+    cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
+    edit(cfg)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_a_real_dataset_without_sources_is_refused_naming_the_key(tmp_path):
+    path = _config(tmp_path, lambda c: c.update(dataset="vl-paper"))
+    proc = snakemake(tmp_path, "all", "--configfile", str(path))
+    out = proc.stdout + proc.stderr  # snakemake prints a workflow error on stdout
+    assert proc.returncode != 0
+    assert "config key download.sources" in out and "'vl-paper'" in out
+
+
+def test_a_backbone_neither_published_nor_pretrainable_is_refused(tmp_path):
+    def edit(cfg):
+        cfg["backbones"]["bart"] = {"name": "my-bart"}
+
+    proc = snakemake(tmp_path, "all", "--configfile", str(_config(tmp_path, edit)))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config key backbones.bart" in out and "published" in out
+
+
+def test_a_published_backbone_replaces_its_pretraining_in_the_tiny_config(tmp_path):
+    """A local folder as `published.source` (a cluster without internet): fetched, not pretrained."""
+    def edit(cfg):
+        cfg["backbones"]["bart"] = {"name": "my-bart", "published": {"source": "/models/bart", "kind": "seq2seq"}}
+
+    proc = snakemake(tmp_path, "all", "--configfile", str(_config(tmp_path, edit)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shell = shell_commands(proc.stdout)
+    fetch = [c for c in shell if subcommand(c) == "fetch-backbone"]
+    assert len(fetch) == 1 and "--name my-bart" in fetch[0] and '"source": "/models/bart"' in fetch[0]
+    assert not any(subcommand(c) == "pretrain-bart" for c in shell)
+    assert any(subcommand(c) == "finetune-vlbart" and "--backbone resources/backbones/my-bart" in c for c in shell)

@@ -149,3 +149,72 @@ def test_gpu_decode_close_to_pil(tiny_world):
     gpu = gpu_decode_resize(blobs, 48, torch.device("cuda")).cpu().float()
     cpu = torch.stack([decode_resize(b, 48) for b in blobs]).float()
     assert (gpu - cpu).abs().mean() < 3.0  # decoders' IDCT and the resize kernels differ slightly
+
+
+def _save_tiny_clip(tokenizer, out):
+    from transformers import CLIPImageProcessor
+
+    from vltune.backbones.clip import build_tiny_clip
+    from vltune.data.images import CLIP_MEAN, CLIP_STD
+
+    torch.manual_seed(0)
+    model = build_tiny_clip(tokenizer, image_size=32, patch_size=16, hidden=16, layers=2, heads=2, intermediate=32,
+                            projection=16, max_text_len=16).eval()
+    model.save_pretrained(out)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                       image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)).save_pretrained(out)
+    return model
+
+
+def test_clip_grid_layer_picks_that_layers_patch_tokens(tiny_world, tokenizer, tmp_path):
+    """grid_layer -1 = the last layer's patch tokens (as before), -2 = the penultimate layer's (the
+    ones CLIP's loss trains); [CLS] and the pooled vector do not depend on it."""
+    model = _save_tiny_clip(tokenizer, tmp_path / "clip")
+    images = read_table(table_path(tiny_world, "images"), "images")
+    ids = images["image_id"].to_pylist()[:4]
+    x = _pixels(images["image"].to_pylist()[:4], load_encoder(tmp_path / "clip"))
+    with torch.inference_mode():
+        hidden = model.vision_model(pixel_values=x, output_hidden_states=True).hidden_states
+    for layer in (-1, -2):
+        out = tmp_path / f"store{layer}"
+        manifest = json.loads(extract_features(tiny_world, tmp_path / "clip", out, {"grid_layer": layer}).read_text())
+        assert manifest["preprocessing"]["grid_layer"] == layer
+        grid = FeatureStore(out).get(ids, "grid").float()
+        torch.testing.assert_close(grid, hidden[layer][:, 1:].half().float(), atol=3e-3, rtol=3e-3)
+    last, pen = (FeatureStore(tmp_path / f"store{layer}") for layer in (-1, -2))
+    assert not torch.allclose(last.get(ids, "grid"), pen.get(ids, "grid"))
+    torch.testing.assert_close(last.get(ids, "cls"), pen.get(ids, "cls"))
+    with pytest.raises(ValueError, match="has 2 layers"):
+        extract_features(tiny_world, tmp_path / "clip", tmp_path / "bad", {"grid_layer": -3})
+
+
+def test_grid_layer_is_refused_for_a_cnn_and_must_count_from_the_end(tiny_world, cnn_dir, tmp_path):
+    with pytest.raises(ValueError, match="only a transformers CLIP has layers to choose"):
+        extract_features(tiny_world, cnn_dir, tmp_path / "store", {"grid_layer": -2})
+    with pytest.raises(ValueError, match="counts from the last layer"):
+        ExtractConfig.from_dict({"grid_layer": 1})
+
+
+def test_partial_shards_of_other_settings_are_not_resumed(tiny_world, tokenizer, tmp_path, monkeypatch):
+    """A killed extraction with grid_layer -1, re-run with -2: its finished shards hold the wrong
+    layer, so every shard is extracted again."""
+    _save_tiny_clip(tokenizer, tmp_path / "clip")
+    cfg = {"batch_size": 8, "shard_size": 16}
+    real_write = extract_mod.write_shard
+    written = []
+
+    def killed_after_two(path, ids, feats):
+        if len(written) == 2:
+            raise KeyboardInterrupt("job killed")
+        written.append(path.name)
+        return real_write(path, ids, feats)
+
+    monkeypatch.setattr(extract_mod, "write_shard", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(tiny_world, tmp_path / "clip", tmp_path / "store", {**cfg, "grid_layer": -1})
+    monkeypatch.setattr(extract_mod, "write_shard", lambda p, i, f: written.append(p.name) or real_write(p, i, f))
+    written.clear()
+    extract_features(tiny_world, tmp_path / "clip", tmp_path / "store", {**cfg, "grid_layer": -2})
+    assert len(written) == 5  # all of them, none taken from the killed run
+    fresh = extract_features(tiny_world, tmp_path / "clip", tmp_path / "fresh", {**cfg, "grid_layer": -2})
+    assert json.loads((tmp_path / "store/manifest.json").read_text())["shards"] == json.loads(fresh.read_text())["shards"]

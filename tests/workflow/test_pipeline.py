@@ -44,7 +44,7 @@ def test_summary_has_one_row_per_run_and_baseline(pipeline_run):
     assert set(df.experiment) == {"baselines", "vlpet-bart", "vlpet-t5", "merging", "epalm"}  # one experiment per family
     for family in ("bart", "t5"):
         runs = df[df.experiment == f"vlpet-{family}"]
-        assert sorted(runs.seed.tolist()) == [1, 1, 2, 2] and set(runs.method) == {"full", "vlpet-large"}
+        assert sorted(runs.seed.tolist()) == [1, 1] and set(runs.method) == {"full", "vlpet-large"}
         full, pet = runs[runs.method == "full"], runs[runs.method == "vlpet-large"]
         assert (full.trainable_pct == 100.0).all() and (full.trainable_params == full.total_params).all()
         # a PET run trains a small share of a bigger model (its layers are added to the same backbone)
@@ -60,8 +60,7 @@ def test_summary_has_one_row_per_run_and_baseline(pipeline_run):
     assert "### vlpet-bart" in md and "### vlpet-t5" in md
     # merging study: every init once, with the paper's four scores; merges carry their diagnostics
     merging = df[df.experiment == "merging"].set_index("method")
-    assert set(merging.index) == {"agnostic", "average", "interpolation-r0.25", "interpolation-r0.75",
-                                  "arithmetic-l0.75", "regmean", "ties", "dare"}
+    assert set(merging.index) == {"agnostic", "average", "interpolation-r0.25", "arithmetic-l0.75", "regmean", "ties", "dare"}
     for col in ("vqa_accuracy", "nlvr2_accuracy", "retrieval_tr_r1", "retrieval_ir_r1"):
         assert merging[col].between(0, 100).all(), col
     assert merging.drop(index="agnostic")["merge_expert_cos"].notna().all()
@@ -109,13 +108,12 @@ def test_html_report_holds_every_stage_by_category_with_labels_ledger_and_rule_g
     assert sorted(categories["Provenance"]["Other"]) == ["results/report/ledger.csv", "results/report/rulegraph.svg"]
     for family in ("bart", "t5"):  # one subcategory per family, every run labelled by method and seed
         runs = categories["Evaluation"][family]
-        assert len(runs) == 4 and len(categories["PET"][family]) == 4
+        assert len(runs) == 2 and len(categories["PET"][family]) == 2
         labels = {(results[r]["labels"]["method"], results[r]["labels"]["seed"]) for r in runs}
-        assert labels == {(m, s) for m in ("full", "vlpet-large") for s in ("1", "2")}
+        assert labels == {("full", "1"), ("vlpet-large", "1")}
     assert categories["Merging"]["Other"] == ["results/report/merging.png"]
     inits = {results[r]["labels"]["init"] for r in categories["Merging"]["fine-tuned inits"]}
-    assert inits == {"agnostic", "average", "interpolation-r0.25", "interpolation-r0.75", "arithmetic-l0.75",
-                     "regmean", "ties", "dare"}
+    assert inits == {"agnostic", "average", "interpolation-r0.25", "arithmetic-l0.75", "regmean", "ties", "dare"}
     epalm = {(results[r]["labels"]["method"], results[r]["labels"]["seed"]) for r in categories["eP-ALM"]["metrics"]}
     assert epalm == {("epalm-linear", "1"), ("epalm-prompt", "1")}
     assert sorted(results[r]["labels"]["k"] for r in categories["DAS"]["nlvr2"]) == ["0", "1"]

@@ -47,6 +47,10 @@ class ExtractConfig:
     decode: str = "auto"        # cpu | gpu | auto (gpu when CUDA is available)
     precision: str = "auto"     # fp32 | bf16 | auto (bf16 on a GPU)
     compile: bool = False       # torch.compile the encoder (pays off on large runs, on a GPU)
+    # Which transformer layer's patch tokens form a ViT CLIP's grid: -1 = the last, -2 = the one
+    # before it. The last layer's patch outputs feed no loss in CLIP pretraining (only [CLS] does),
+    # so LLaVA and others take the penultimate layer; a CNN's grid is its last feature map.
+    grid_layer: int = -1
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -60,6 +64,8 @@ class ExtractConfig:
             raise ValueError(f"features.decode must be cpu, gpu or auto, got {cfg.decode!r}")
         if cfg.precision not in ("fp32", "bf16", "auto"):
             raise ValueError(f"features.precision must be fp32, bf16 or auto, got {cfg.precision!r}")
+        if cfg.grid_layer >= 0:
+            raise ValueError(f"features.grid_layer counts from the last layer (-1, -2, ...), got {cfg.grid_layer}")
         if min(cfg.batch_size, cfg.shard_size) < 1 or cfg.num_workers < 0:
             raise ValueError("features.batch_size and shard_size must be >= 1, num_workers >= 0")
         return cfg
@@ -69,13 +75,15 @@ class ExtractConfig:
 class Encoder:
     """A frozen image tower: ``size`` × ``size`` input, normalisation, and feature outputs."""
 
-    def __init__(self, model, kind: str, size: int, mean, std, name: str):
+    def __init__(self, model, kind: str, size: int, mean, std, name: str, grid_layer: int = -1):
         self.model, self.kind, self.size, self.name = model, kind, size, name
         self.mean, self.std = tuple(mean), tuple(std)
+        self.grid_layer = grid_layer
 
     @property
     def preprocessing(self) -> dict:
-        return {"resize": self.size, "interpolation": "bicubic", "mean": list(self.mean), "std": list(self.std)}
+        return {"resize": self.size, "interpolation": "bicubic", "mean": list(self.mean), "std": list(self.std),
+                "grid_layer": self.grid_layer}
 
     def to(self, device: torch.device) -> "Encoder":
         self.model.to(device)
@@ -85,8 +93,10 @@ class Encoder:
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.kind == "clip":
-            out = self.model.vision_model(pixel_values=x)
-            return {"grid": out.last_hidden_state[:, 1:], "cls": out.pooler_output,
+            last = self.grid_layer == -1
+            out = self.model.vision_model(pixel_values=x, output_hidden_states=not last)
+            grid = out.last_hidden_state if last else out.hidden_states[self.grid_layer]
+            return {"grid": grid[:, 1:], "cls": out.pooler_output,
                     "pooled": self.model.visual_projection(out.pooler_output)}
         if self.kind == "timm-cnn":
             grid = self.model.forward_features(x.contiguous(memory_format=torch.channels_last)
@@ -98,7 +108,7 @@ class Encoder:
         return {"cls_layers": cls_layers, "cls": cls_layers[:, -1]}
 
 
-def load_encoder(backbone_dir: str | Path) -> Encoder:
+def load_encoder(backbone_dir: str | Path, grid_layer: int = -1) -> Encoder:
     from ..backbones.pretrained import folder_library, load_saved
 
     backbone_dir = Path(backbone_dir)
@@ -107,8 +117,15 @@ def load_encoder(backbone_dir: str | Path) -> Encoder:
         from transformers import CLIPImageProcessor, CLIPModel
 
         model = CLIPModel.from_pretrained(str(backbone_dir)).eval()
+        layers = model.config.vision_config.num_hidden_layers
+        if -grid_layer > layers:
+            raise ValueError(f"features.grid_layer {grid_layer}: {backbone_dir} has {layers} layers")
         proc = CLIPImageProcessor.from_pretrained(str(backbone_dir))
-        return Encoder(model, "clip", proc.crop_size["height"], proc.image_mean, proc.image_std, backbone_dir.name)
+        return Encoder(model, "clip", proc.crop_size["height"], proc.image_mean, proc.image_std, backbone_dir.name,
+                       grid_layer)
+    if grid_layer != -1:
+        raise ValueError(f"features.grid_layer {grid_layer}: only a transformers CLIP has layers to choose; "
+                         f"{backbone_dir} is a timm model (its grid is the last feature map)")
     model, _ = load_saved(backbone_dir, kind="image")
     cfg = model.pretrained_cfg
     kind = "timm-vit" if hasattr(model, "forward_intermediates") and hasattr(model, "cls_token") else "timm-cnn"
@@ -230,12 +247,19 @@ def extract_features(data_dir: str | Path, backbone_dir: str | Path, out_dir: st
     with pa.memory_map(str(images_path)) as src:
         ids = pa.ipc.open_file(src).read_all().column("image_id").to_pylist()  # ids only, not the bytes
     shards = [ids[s:s + cfg.shard_size] for s in range(0, len(ids), cfg.shard_size)]
+    settings = {"encoder": str(Path(backbone_dir).resolve()), "grid_layer": cfg.grid_layer}
+    if (work / "settings.json").exists() and read_json(work / "settings.json") != settings:
+        log.warning("%s holds shards of other settings (%s): extracting every shard again", work,
+                    read_json(work / "settings.json"))
+        shutil.rmtree(work)
+        work.mkdir(parents=True)
+    write_json(work / "settings.json", settings)
     done = {s: rec for s in range(len(shards)) if (rec := _finished(work, s, shards[s])) is not None}
     todo = [s for s in range(len(shards)) if s not in done]
     log.info("%d images in %d shards: %d verified from a previous run, %d to extract", len(ids), len(shards),
              len(done), len(todo))
 
-    encoder = load_encoder(backbone_dir)
+    encoder = load_encoder(backbone_dir, cfg.grid_layer)
     if todo:
         encoder.to(device)
         model_fn = torch.compile(encoder.__call__) if cfg.compile else encoder

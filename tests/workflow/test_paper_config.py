@@ -55,7 +55,9 @@ def test_paper_config_plans_all_four_studies_from_downloads_and_published_backbo
     assert set(fetched) == {b["name"] for b in paper["backbones"].values()}
     assert '"vl_tokens": true' in fetched["bart-base"] and '"vl_tokens": false' in fetched["clip-rn101"]
     assert not any(subcommand(c).startswith("pretrain-") and subcommand(c) != "pretrain-vlmo" for c in shell)
-    assert any(subcommand(c) == "extract-features" and "--backbone resources/backbones/clip-rn101" in c for c in shell)
+    extract = [c for c in shell if subcommand(c) == "extract-features"]
+    assert len(extract) == 1 and "--backbone resources/backbones/clip-rn101" in extract[0]
+    assert '"grid_layer": -1' in extract[0]  # a CNN's grid is its last map (the tiny ViT CLIP's default is -2)
     # VL-PET: 2 families x 10 methods x 3 seeds, each fine-tuned and evaluated
     v = paper["vlpet"]
     runs = len(v["families"]) * len(v["methods"]) * len(v["seeds"])

@@ -1,8 +1,25 @@
-"""Shared fixtures: a tiny shapes world and a tokenizer trained on it (built once per session)."""
+"""Shared fixtures: a tiny shapes world and a tokenizer trained on it (built once per session), and
+a loader for Python files that are not importable (bench/ scripts, another folder's test file)."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
+
+
+@pytest.fixture(scope="session")
+def load_module():
+    """``load_module(path, name)``: the module of the file at ``path``, executed once per call."""
+
+    def load(path: str | Path, name: str):
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 TINY_WORLD = dict(seed=3, n_images={"train": 48, "val": 8, "test": 16}, nlvr2_pairs={"train": 32, "val": 8, "test": 16})

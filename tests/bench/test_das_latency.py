@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,11 +15,8 @@ TINY = ["--devices", "cpu", "--batch", "2", "--text-len", "4", "--vis-len", "3",
 
 
 @pytest.fixture(scope="module")
-def das_latency():
-    spec = importlib.util.spec_from_file_location("das_latency", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def das_latency(load_module):
+    return load_module(SCRIPT, "das_latency")
 
 
 def test_json_has_every_skip_count_with_savings_against_k0(das_latency, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,10 +13,8 @@ TINY = ["--device", "cpu", "--batch", "2", "--text-len", "5", "--warmup", "1", "
         "--method-config", json.dumps(dict(n_tokens=2, start_layer=0, end_layer=2, prompt_len=2))]
 
 
-def test_json_has_both_modes_with_ratios_against_recomputed(tmp_path):
-    spec = importlib.util.spec_from_file_location("epalm_perception", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_json_has_both_modes_with_ratios_against_recomputed(load_module, tmp_path):
+    module = load_module(SCRIPT, "epalm_perception")
     out = tmp_path / "results" / "epalm.json"
     returned = module.main(TINY + ["--out", str(out)])
     data = json.loads(out.read_text())

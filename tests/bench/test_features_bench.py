@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "features.py"
 
 
-def test_rates_and_ratios_for_each_model(tmp_path):
-    spec = importlib.util.spec_from_file_location("features_bench", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_rates_and_ratios_for_each_model(load_module, tmp_path):
+    bench = load_module(SCRIPT, "features_bench")
     out = tmp_path / "results" / "features.json"
     report = bench.main(["--models", "cnn=test_resnet,vit=test_vit", "--images", "24", "--baseline-images", "4",
                          "--width", "96", "--height", "64", "--batch-size", "8", "--shard-size", "16",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,11 +11,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "merge.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("merge_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_module):
+    return load_module(SCRIPT, "merge_bench")
 
 
 def test_lazy_and_naive_side_by_side_with_identical_outputs(bench, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -18,11 +17,8 @@ TINY = ["--device", "cpu", "--feat-dim", "16", "--batch", "2", "--text-len", "6"
 
 
 @pytest.fixture(scope="module")
-def pet_step():
-    spec = importlib.util.spec_from_file_location("pet_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def pet_step(load_module):
+    return load_module(SCRIPT, "pet_step")
 
 
 def test_json_has_every_method_with_ratios_against_full(pet_step, tmp_path):

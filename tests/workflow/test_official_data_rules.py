@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import importlib.util
 import json
 import subprocess
 import sys
@@ -25,14 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ["coco2014", "vqav2", "gqa", "nlvr2"]
 
 
-def _official_fixtures():
-    """The converter tests' writers of official-format fixtures (tests/data/test_official.py)."""
-    spec = importlib.util.spec_from_file_location("official_fixtures", ROOT / "tests/data/test_official.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _zip(archive: Path, root: Path, members: list[Path]) -> None:
     with zipfile.ZipFile(archive, "w") as z:
         for m in members:
@@ -41,9 +32,9 @@ def _zip(archive: Path, root: Path, members: list[Path]) -> None:
                     z.write(f, f.relative_to(root).as_posix())
 
 
-def _mirror(tmp: Path) -> Path:
-    """Every file of the four manifests, under its manifest name, built from the fixtures."""
-    fx = _official_fixtures()
+def _mirror(tmp: Path, fx) -> Path:
+    """Every file of the four manifests, under its manifest name, built from ``fx``: the converter
+    tests' writers of official-format fixtures (tests/data/test_official.py)."""
     raw, mirror = tmp / "official", tmp / "mirror"
     mirror.mkdir()
     fx._write_coco(raw / "coco2014")
@@ -73,9 +64,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture()
-def served(tmp_path):
+def served(tmp_path, load_module):
     """(mirror folder, its base URL): a plain HTTP server on 127.0.0.1 for the test's duration."""
-    mirror = _mirror(tmp_path)
+    mirror = _mirror(tmp_path, load_module(ROOT / "tests/data/test_official.py", "official_fixtures"))
     handler = functools.partial(_QuietHandler, directory=str(mirror))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -49,6 +49,7 @@ def set_commit_env():
 
 set_commit_env()
 
+
 def check_data_and_backbones():
     """What the schema cannot say: a real dataset names its sources, and each backbone is either
     fetched (`published`) or pretrained here (`arch` and `train`)."""

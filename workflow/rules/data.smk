@@ -35,6 +35,8 @@ rule make_world:
 if DATASET != "shapes":
 
     rule download:
+        wildcard_constraints:
+            source="coco2014|flickr30k|vqav2|gqa|nlvr2",  # the shipped manifests
         output:
             record="resources/raw/{source}/download.json",
             ledger="results/ledger/download/{source}.json",

@@ -12,7 +12,7 @@ import vltune.features.extract as extract_mod
 from vltune.features.extract import decode_resize
 from vltune.data.tables import read_table, table_path
 from vltune.features.extract import ExtractConfig, extract_features, load_encoder
-from vltune.features.store import FeatureStore
+from vltune.features.store import FeatureStore, write_shard
 
 
 def _save_timm(name, out, size=32):
@@ -72,21 +72,27 @@ def test_workers_give_identical_shards(tiny_world, cnn_dir, tmp_path):
     assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
 
 
+def _watch_shard_writes(monkeypatch, killed_after: int | None = None) -> list[str]:
+    """Record the name of every shard extract_features writes (the returned list); with
+    ``killed_after``, the job is killed (KeyboardInterrupt) when it comes to write one more."""
+    written: list[str] = []
+
+    def write(path, ids, feats):
+        if killed_after is not None and len(written) == killed_after:
+            raise KeyboardInterrupt("job killed")
+        written.append(path.name)
+        return write_shard(path, ids, feats)  # the store's own, not an earlier patch
+
+    monkeypatch.setattr(extract_mod, "write_shard", write)
+    return written
+
+
 def test_resume_skips_verified_shards_and_redoes_a_corrupted_one(tiny_world, cnn_dir, tmp_path, monkeypatch):
     cfg = {"batch_size": 8, "shard_size": 16}  # 5 shards
     out = tmp_path / "store"
     full = json.loads(extract_features(tiny_world, cnn_dir, tmp_path / "oneshot", cfg).read_text())
 
-    written = []
-    real_write = extract_mod.write_shard
-
-    def killed_after_three(path, ids, feats):
-        if len(written) == 3:
-            raise KeyboardInterrupt("job killed")
-        written.append(path.name)
-        return real_write(path, ids, feats)
-
-    monkeypatch.setattr(extract_mod, "write_shard", killed_after_three)
+    written = _watch_shard_writes(monkeypatch, killed_after=3)
     with pytest.raises(KeyboardInterrupt):
         extract_features(tiny_world, cnn_dir, out, cfg)
     work = tmp_path / ".store.partial"
@@ -97,8 +103,7 @@ def test_resume_skips_verified_shards_and_redoes_a_corrupted_one(tiny_world, cnn
     data[len(data) // 2] ^= 0xFF
     shard1.write_bytes(bytes(data))
 
-    written.clear()
-    monkeypatch.setattr(extract_mod, "write_shard", lambda p, i, f: written.append(p.name) or real_write(p, i, f))
+    written = _watch_shard_writes(monkeypatch)
     decoded = []
     real_decode = extract_mod.decode_resize
     monkeypatch.setattr(extract_mod, "decode_resize", lambda b, s: decoded.append(1) or real_decode(b, s))
@@ -200,20 +205,10 @@ def test_partial_shards_of_other_settings_are_not_resumed(tiny_world, tokenizer,
     layer, so every shard is extracted again."""
     _save_tiny_clip(tokenizer, tmp_path / "clip")
     cfg = {"batch_size": 8, "shard_size": 16}
-    real_write = extract_mod.write_shard
-    written = []
-
-    def killed_after_two(path, ids, feats):
-        if len(written) == 2:
-            raise KeyboardInterrupt("job killed")
-        written.append(path.name)
-        return real_write(path, ids, feats)
-
-    monkeypatch.setattr(extract_mod, "write_shard", killed_after_two)
+    _watch_shard_writes(monkeypatch, killed_after=2)
     with pytest.raises(KeyboardInterrupt):
         extract_features(tiny_world, tmp_path / "clip", tmp_path / "store", {**cfg, "grid_layer": -1})
-    monkeypatch.setattr(extract_mod, "write_shard", lambda p, i, f: written.append(p.name) or real_write(p, i, f))
-    written.clear()
+    written = _watch_shard_writes(monkeypatch)
     extract_features(tiny_world, tmp_path / "clip", tmp_path / "store", {**cfg, "grid_layer": -2})
     assert len(written) == 5  # all of them, none taken from the killed run
     fresh = extract_features(tiny_world, tmp_path / "clip", tmp_path / "fresh", {**cfg, "grid_layer": -2})

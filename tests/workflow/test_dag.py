@@ -3,24 +3,17 @@ pretraining and fine-tunes each family on its own backbone."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
+from dry_runs import ROOT, shell_commands, snakemake_dry_run
 
 
 def dry_run(tmp_path: Path, *configfiles: Path, output: bool = False):
     """The shell commands `snakemake -n -p all` would run (and its whole output if asked)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
-         "--configfile", *map(str, configfiles), "-n", "-p", "--cores", "2", "all"],
-        capture_output=True, text=True, timeout=120,
-    )
+    proc = snakemake_dry_run(tmp_path, *configfiles)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    shell = [line.strip().removeprefix("Shell command: ") for line in proc.stdout.splitlines() if "vltune " in line]
+    shell = shell_commands(proc.stdout)
     return (shell, proc.stdout) if output else shell
 
 

@@ -5,27 +5,13 @@ pretrained) from starting."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import yaml
+from dry_runs import ROOT, shell_commands, snakemake_dry_run
 
-ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "config/paper.yaml"
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-         "-n", "-p", "--cores", "2", *args],
-        capture_output=True, text=True, timeout=300,
-    )
-
-
-def shell_commands(stdout: str) -> list[str]:
-    return [line.strip().removeprefix("Shell command: ") for line in stdout.splitlines() if "vltune " in line]
 
 
 def subcommand(cmd: str) -> str:
@@ -38,7 +24,7 @@ def subcommand(cmd: str) -> str:
 
 
 def test_paper_config_plans_all_four_studies_from_downloads_and_published_backbones(tmp_path):
-    proc = snakemake(tmp_path, "all", "--configfile", str(PAPER))
+    proc = snakemake_dry_run(tmp_path, PAPER)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shell = shell_commands(proc.stdout)
     jobs = Counter(subcommand(c) for c in shell)
@@ -94,7 +80,7 @@ def _config(tmp_path: Path, edit) -> Path:
 
 def test_a_real_dataset_without_sources_is_refused_naming_the_key(tmp_path):
     path = _config(tmp_path, lambda c: c.update(dataset="vl-paper"))
-    proc = snakemake(tmp_path, "all", "--configfile", str(path))
+    proc = snakemake_dry_run(tmp_path, path)
     out = proc.stdout + proc.stderr  # snakemake prints a workflow error on stdout
     assert proc.returncode != 0
     assert "config key download.sources" in out and "'vl-paper'" in out
@@ -104,7 +90,7 @@ def test_a_backbone_neither_published_nor_pretrainable_is_refused(tmp_path):
     def edit(cfg):
         cfg["backbones"]["bart"] = {"name": "my-bart"}
 
-    proc = snakemake(tmp_path, "all", "--configfile", str(_config(tmp_path, edit)))
+    proc = snakemake_dry_run(tmp_path, _config(tmp_path, edit))
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "config key backbones.bart" in out and "published" in out
@@ -115,7 +101,7 @@ def test_a_published_backbone_replaces_its_pretraining_in_the_tiny_config(tmp_pa
     def edit(cfg):
         cfg["backbones"]["bart"] = {"name": "my-bart", "published": {"source": "/models/bart", "kind": "seq2seq"}}
 
-    proc = snakemake(tmp_path, "all", "--configfile", str(_config(tmp_path, edit)))
+    proc = snakemake_dry_run(tmp_path, _config(tmp_path, edit))
     assert proc.returncode == 0, proc.stderr[-3000:]
     shell = shell_commands(proc.stdout)
     fetch = [c for c in shell if subcommand(c) == "fetch-backbone"]

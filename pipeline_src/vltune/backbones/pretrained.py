@@ -168,7 +168,7 @@ def fetch_backbone(name: str, out_dir: str | os.PathLike, source: str | None = N
 def _add_tokens(model, tokenizer, tokens: Sequence[str]) -> int:
     """Add the ``tokens`` ``tokenizer`` lacks and resize ``model``'s embeddings; returns how many."""
     if tokenizer is None:
-        raise BackboneNotFound("add_tokens needs a transformers backbone with a tokenizer (timm models have none)")
+        raise UserError("add_tokens needs a transformers backbone with a tokenizer (timm models have none)")
     import torch
 
     n = tokenizer.add_special_tokens({"additional_special_tokens": list(tokens)},

@@ -153,6 +153,7 @@ SUBCOMMANDS = [
         ("--tokenizer", dict(required=True, help="tokenizer folder")),
         ("--mode", dict(required=True, help="agnostic (one shared weight set) or specific (one per modality expert)")),
         ("--init", dict(default=None, help="VLMo folder to start from (a seed: every expert starts as its shared weights)")),
+        ("--image-init", dict(default=None, help="timm ViT folder or name whose weights start the image tower and shared blocks")),
         ("--stage", dict(default="", help="name recorded in vlmo.json (seed, specific, agnostic)")),
         ("--out", dict(required=True, help="output VLMo folder (model.safetensors + vlmo.json)")),
         ("--params", dict(required=True, help="JSON {arch: {...}, train: {...}, batch_size, mlm_prob}")),

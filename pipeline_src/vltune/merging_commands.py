@@ -23,7 +23,8 @@ def pretrain_vlmo(args) -> None:
         raise UserError(f"--mode must be agnostic or specific, got {args.mode!r}")
     try:
         run(args.data, args.tokenizer, args.out, p["arch"], args.mode, _train_config(p, "pretrain-vlmo"),
-            p["batch_size"], p.get("mlm_prob", 0.25), init_dir=args.init, resume_dir=args.resume_dir, stage=args.stage)
+            p["batch_size"], p.get("mlm_prob", 0.25), init_dir=args.init, resume_dir=args.resume_dir, stage=args.stage,
+            image_init=args.image_init)
     except (KeyError, ValueError) as e:
         raise UserError(f"pretrain-vlmo: bad params ({e})") from None
 

@@ -105,3 +105,77 @@ def test_gram_hooks_equal_xtx_of_the_unpadded_inputs():
     assert counts["blocks.0.attn.l.qkv"] == int(mask.sum())
     assert counts["blocks.2.attn.vl.qkv"] == int(mask.sum()) + 3 * 5  # text tokens + 3 images × (4 patches + CLS)
     assert all(g.dtype == torch.float64 for g in grams.values())
+
+
+def _tiny_vit(depth=3, layer_scale=None):
+    import timm
+
+    torch.manual_seed(1)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=8, embed_dim=16,
+                             depth=depth, num_heads=2, mlp_ratio=2.0, num_classes=0, global_pool="token",
+                             init_values=layer_scale).eval()
+
+
+@pytest.mark.parametrize("layer_scale", [None, 0.3])
+def test_vlmo_started_from_a_vit_computes_the_vits_image_features(layer_scale):
+    """merging.pretrain.image_init: the image stream of a VLMo initialised from a timm ViT (γ = 1
+    without layer scale, the ViT's γ with it; image token types at zero) is the ViT, bit for bit,
+    in its shallow and top layers; the text side keeps its random embeddings."""
+    from vltune.models.vlmo import init_image_tower
+
+    vit = _tiny_vit(layer_scale=layer_scale)
+    model = VLMo(VLMoConfig(**ARCH)).eval()
+    text_before = model.text_embed.weight.clone()
+    loaded = init_image_tower(model, vit.state_dict())
+    assert "patch_embed.weight" in loaded and "blocks.2.mlp.fc2.weight" in loaded and "text_embed.weight" not in loaded
+    pixels = batch()[2]
+    with torch.no_grad():
+        assert torch.equal(model.unimodal_top(model.image_shallow(pixels), None, "v"), vit.forward_features(pixels))
+    assert torch.equal(model.text_embed.weight, text_before)
+    expected_gamma = torch.ones(16) if layer_scale is None else torch.full((16,), layer_scale)
+    assert torch.equal(model.blocks[0].gamma1, expected_gamma)
+
+
+def test_a_vit_of_another_shape_is_refused_naming_the_tensor():
+    from vltune.models.vlmo import init_image_tower
+
+    with pytest.raises(ValueError, match="the ViT has 2 blocks, the VLMo 3 layers"):
+        init_image_tower(VLMo(VLMoConfig(**ARCH)), _tiny_vit(depth=2).state_dict())
+    wide = VLMo(VLMoConfig(**{**ARCH, "mlp_ratio": 4}))
+    with pytest.raises(ValueError, match=r"'blocks.0.mlp.fc1.weight' has shape \(32, 16\).*\(64, 16\).*mlp_ratio 4"):
+        init_image_tower(wide, _tiny_vit().state_dict())
+    with pytest.raises(ValueError, match="modality-agnostic"):
+        init_image_tower(VLMo(VLMoConfig(**ARCH, mode="specific")), _tiny_vit().state_dict())
+
+
+class _Tok:
+    """What build_vlmo reads of a tokenizer."""
+
+    pad_token_id, mask_token_id = 0, 4
+
+    def __len__(self):
+        return ARCH["vocab_size"]
+
+
+def test_build_vlmo_starts_from_a_saved_vit_folder_and_refuses_bad_starts(tmp_path):
+    """The pretrain-vlmo --image-init path: a timm save_for_hf folder (what pretrain_vit writes)
+    starts the image stream; a ViT of another shape or both starts at once are UserErrors naming
+    the folder / the two options."""
+    from timm.models import save_for_hf
+
+    from vltune.errors import UserError
+    from vltune.train.vlmo_pretrain import build_vlmo
+
+    vit = _tiny_vit()
+    save_for_hf(vit, str(tmp_path / "vit"), safe_serialization=True,
+                model_args=dict(img_size=16, patch_size=8, embed_dim=16, depth=3, num_heads=2, mlp_ratio=2.0,
+                                num_classes=0, global_pool="token"))
+    arch = {k: v for k, v in ARCH.items() if k != "vocab_size"}
+    model = build_vlmo(arch, "agnostic", _Tok(), image_init=tmp_path / "vit").eval()
+    pixels = batch()[2]
+    with torch.no_grad():
+        assert torch.equal(model.unimodal_top(model.image_shallow(pixels), None, "v"), vit.forward_features(pixels))
+    with pytest.raises(UserError, match=r"vit: cannot initialise the VLMo's image tower .*merging.arch"):
+        build_vlmo({**arch, "mlp_ratio": 4}, "agnostic", _Tok(), image_init=tmp_path / "vit")
+    with pytest.raises(UserError, match="not both"):
+        build_vlmo(arch, "agnostic", _Tok(), init_dir=tmp_path / "seed", image_init=tmp_path / "vit")

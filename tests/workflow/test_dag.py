@@ -107,6 +107,26 @@ def test_merging_study_runs_every_merge_method_and_its_grid_is_one_switch_away(t
     assert len({n for n, _ in grid if n.startswith("interpolation-r")}) >= 5
     assert len({n for n, _ in grid if n.startswith("arithmetic-l")}) >= 3
     assert len({s for _, s in grid}) == 3 and {"seed", "specific"} <= {n for n, _ in grid}
+    seed = [c for c in full if "pretrain-vlmo" in c and "--stage seed" in c]
+    assert len(seed) == 1 and "--image-init resources/backbones/tiny-vit " in seed[0]  # the paper's BEiT start
+    assert any("pretrain-vit " in c for c in full)
+    assert not any("--image-init" in c for c in shell)  # the default starts from random weights
+
+
+def test_image_init_needs_the_vlmo_in_the_vits_shape(tmp_path):
+    """merging.pretrain.image_init: vit with a VLMo narrower than the ViT stops before any job,
+    naming both keys; a from-scratch agnostic baseline starts from the ViT too."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"merging": {"pretrain": {"image_init": "vit"}}}))
+    proc = snakemake_dry_run(tmp_path, ROOT / "config/config.yaml", bad)
+    assert proc.returncode != 0
+    assert "merging.arch.d_model: 64 differs from backbones.vit.arch.hidden 128" in proc.stderr + proc.stdout
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"merging": {"arch": {"d_model": 128, "mlp_ratio": 2},
+                                                "pretrain": {"image_init": "vit", "agnostic_from": "scratch"}}}))
+    shell = dry_run(tmp_path, ROOT / "config/config.yaml", good)
+    starts = [c for c in shell if "pretrain-vlmo" in c and "--mode agnostic" in c]
+    assert len(starts) == 2 and all("--image-init resources/backbones/tiny-vit " in c for c in starts)
 
 
 def test_epalm_runs_both_variants_per_task_on_cached_perception(tmp_path):

@@ -51,6 +51,8 @@ def test_paper_config_plans_all_four_studies_from_downloads_and_published_backbo
     assert any("--backbone resources/backbones/t5-base --family t5" in c for c in shell)
     # merging: both pretraining stages + the agnostic baseline, Grams per task, every merge, every init x seed
     assert jobs["pretrain-vlmo"] == 3 and jobs["collect-grams"] == 3
+    seed = next(c for c in shell if "pretrain-vlmo" in c and "--stage seed" in c)
+    assert "--image-init resources/backbones/vit-b16 " in seed  # the published ViT-B/16 stands for BEiT-B/16
     assert jobs["merge-experts"] == 15 and jobs["finetune-vlmo"] == 16 * 3
     # eP-ALM: 2 variants x 3 tasks x 3 seeds on OPT-2.7B + ViT-B/16
     assert jobs["finetune-epalm"] == 18 and jobs["evaluate-epalm"] == 6

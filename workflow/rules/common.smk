@@ -64,6 +64,23 @@ def check_data_and_backbones():
 
 check_data_and_backbones()
 
+
+def check_merging_image_init():
+    """merging.pretrain.image_init: vit copies the ViT's weights into the VLMo, so a ViT pretrained
+    here must have the VLMo's shape (a published one is checked when its weights are read)."""
+    if config["merging"]["pretrain"]["image_init"] != "vit" or config["backbones"]["vit"].get("published") is not None:
+        return
+    vit, vlmo = config["backbones"]["vit"]["arch"], config["merging"]["arch"]
+    pairs = {"hidden": "d_model", "layers": "layers", "heads": "heads", "mlp_ratio": "mlp_ratio",
+             "patch_size": "patch_size", "image_size": "image_size"}
+    for vk, mk in pairs.items():
+        if vit.get(vk) is not None and float(vit[vk]) != float(vlmo[mk]):
+            raise ValueError(f"config key merging.arch.{mk}: {vlmo[mk]} differs from backbones.vit.arch.{vk} "
+                             f"{vit[vk]}, but merging.pretrain.image_init: vit copies the ViT's weights into the VLMo")
+
+
+check_merging_image_init()
+
 DATASET = config["dataset"]
 DATA = f"resources/data/{DATASET}"
 CLIP = config["backbones"]["clip"]["name"]
@@ -248,15 +265,30 @@ def vlmo_pretrain_params(stage):
                     "mlm_prob": p["mlm_prob"]})
 
 
-def agnostic_inputs(wildcards):
+def vlmo_image_init():
+    """The ViT folder a from-scratch VLMo pretraining starts from (merging.pretrain.image_init), or None."""
+    return f"resources/backbones/{VIT}" if config["merging"]["pretrain"]["image_init"] == "vit" else None
+
+
+def seed_inputs(wildcards):
     inputs = {"tables": expand(f"{DATA}/{{table}}.arrow", table=TABLES), "tokenizer": "resources/backbones/tokenizer"}
-    if config["merging"]["pretrain"]["agnostic_from"] == "seed":
-        inputs["init"] = "results/merging/pretrain/seed"
+    if vlmo_image_init():
+        inputs["image_init"] = vlmo_image_init()
     return inputs
 
 
-def agnostic_init_arg(wildcards, input):
-    return f"--init {shlex.quote(input.init)}" if "init" in input.keys() else ""
+def agnostic_inputs(wildcards):
+    if config["merging"]["pretrain"]["agnostic_from"] == "scratch":
+        return seed_inputs(wildcards)  # from scratch = from the same start as the seed
+    return {"tables": expand(f"{DATA}/{{table}}.arrow", table=TABLES), "tokenizer": "resources/backbones/tokenizer",
+            "init": "results/merging/pretrain/seed"}
+
+
+def vlmo_init_arg(wildcards, input):
+    """--init (a pretrained VLMo) or --image-init (a ViT), whichever the stage's inputs hold."""
+    if "init" in input.keys():
+        return f"--init {shlex.quote(input.init)}"
+    return f"--image-init {shlex.quote(input.image_init)}" if "image_init" in input.keys() else ""
 
 
 def merge_method(wildcards):
@@ -415,9 +447,10 @@ def data_ledgers():
 
 def backbone_ledgers(merging):
     """CLIP, the VL families' LMs (DAS fine-tunes backbones.bart whatever vlpet.families lists),
-    eP-ALM's pair, and the tokenizer when a backbone pretrained here or the merging study needs it."""
+    eP-ALM's pair, the merging study's ViT start, and the tokenizer when a backbone pretrained here or the merging study needs it."""
     keys = ["clip", *config["vlpet"]["families"], *(["bart"] if das_metrics() else []),
-            *(["opt", "vit"] if epalm_metrics() else [])]
+            *(["opt", "vit"] if epalm_metrics() else []),
+            *(["vit"] if merging and vlmo_image_init() else [])]
     keys = list(dict.fromkeys(keys))
     tokenizer = merging or any(published(key) is None for key in keys)
     return [*(["results/ledger/train_tokenizer/tokenizer.json"] if tokenizer else []),

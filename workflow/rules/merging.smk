@@ -3,17 +3,18 @@
 # modality-agnostic baseline is pretrained for the same total steps.
 
 
-# Modality-agnostic "seed" pretraining (MLM + ITC + ITM).
+# Modality-agnostic "seed" pretraining (MLM + ITC + ITM), from random weights or the ViT
+# (merging.pretrain.image_init: the paper starts from BEiT).
 rule seed_pretrain:
     input:
-        tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
-        tokenizer="resources/backbones/tokenizer",
+        unpack(seed_inputs),
     output:
         model=directory("results/merging/pretrain/seed"),
         ledger="results/ledger/seed_pretrain/seed.json",
     params:
         data=tables_dir,
         hp=vlmo_pretrain_params("seed"),
+        init=vlmo_init_arg,
         resume="resume/seed_pretrain",
     log:
         "logs/seed_pretrain/seed.log",
@@ -31,7 +32,7 @@ rule seed_pretrain:
         "../../envs/vltune.yaml"
     shell:
         "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} pretrain-vlmo --data {params.data:q} --tokenizer {input.tokenizer:q} --mode agnostic"
-        " --stage seed --out {output.model:q} --params {params.hp:q} --resume-dir {params.resume:q} > {log} 2>&1"
+        " {params.init} --stage seed --out {output.model:q} --params {params.hp:q} --resume-dir {params.resume:q} > {log} 2>&1"
 
 
 # Modality-specific pretraining from the seed: every expert starts as a copy of the shared weights.
@@ -77,7 +78,7 @@ rule agnostic_pretrain:
     params:
         data=tables_dir,
         hp=vlmo_pretrain_params("agnostic"),
-        init=agnostic_init_arg,
+        init=vlmo_init_arg,
         resume="resume/agnostic_pretrain",
     log:
         "logs/agnostic_pretrain/agnostic.log",

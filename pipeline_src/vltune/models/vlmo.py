@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["VLMoConfig", "VLMo", "MODES", "expert_layers", "specific_from_agnostic"]
+__all__ = ["VLMoConfig", "VLMo", "MODES", "expert_layers", "specific_from_agnostic", "init_image_tower"]
 
 MODES = ("agnostic", "specific")
 
@@ -264,3 +264,56 @@ def specific_from_agnostic(state: dict[str, torch.Tensor], cfg: VLMoConfig) -> d
         else:
             out[k] = v
     return out
+
+
+# timm ViT name → modality-agnostic VLMo name; ``{i}`` is a block index.
+_VIT_NAMES = {
+    "patch_embed.proj.weight": "patch_embed.weight", "patch_embed.proj.bias": "patch_embed.bias",
+    "cls_token": "image_cls", "pos_embed": "image_pos", "norm.weight": "norm.weight", "norm.bias": "norm.bias",
+    **{f"blocks.{{i}}.{m}.{t}": f"blocks.{{i}}.{m}.{t}" for m in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+       for t in ("weight", "bias")},
+    "blocks.{i}.ls1.gamma": "blocks.{i}.gamma1", "blocks.{i}.ls2.gamma": "blocks.{i}.gamma2",
+}
+
+
+def init_image_tower(model: VLMo, vit_state: dict[str, torch.Tensor]) -> list[str]:
+    """The weights a modality-agnostic VLMo takes from a pretrained timm ViT (seeds-spec §4(c): the
+    paper starts from BEiT-B/16, text embeddings random): patch embedding, [CLS], image positions,
+    every block (shared, so the text stream starts from the vision weights too, as the code's
+    ``use_vision_weights_for_other_modalities``) and the final LayerNorm, loaded into ``model`` in
+    place. A ViT without layer scale gets γ = 1 in every block and the image token-type rows start
+    at zero, so the VLMo's image stream computes exactly the ViT's features (a random type vector
+    of std 0.02 moved them by up to 2.5 through four LayerNorms). Returns the names loaded.
+
+    Raises ValueError naming the first tensor whose shape or presence does not fit the model."""
+    cfg = model.cfg
+    if cfg.mode != "agnostic":
+        raise ValueError("a ViT initialises a modality-agnostic VLMo (specific pretraining starts from the seed)")
+    depth = 1 + max((int(k.split(".")[1]) for k in vit_state if k.startswith("blocks.")), default=-1)
+    if depth != cfg.layers:
+        raise ValueError(f"the ViT has {depth} blocks, the VLMo {cfg.layers} layers")
+    out: dict[str, torch.Tensor] = {}
+    for i in range(depth):
+        out[f"blocks.{i}.gamma1"] = torch.ones(cfg.d_model)
+        out[f"blocks.{i}.gamma2"] = torch.ones(cfg.d_model)
+    for src, dst in _VIT_NAMES.items():
+        for i in range(depth) if "{i}" in src else [None]:
+            name, target = src.format(i=i), dst.format(i=i)
+            if name not in vit_state:
+                if ".ls" in name:  # no layer scale: γ stays 1
+                    continue
+                raise ValueError(f"the ViT has no tensor {name!r} (expected a timm VisionTransformer with a [CLS] token)")
+            t = vit_state[name]
+            if target == "image_pos":
+                t = t.reshape(t.shape[-2:])  # timm keeps a leading batch axis
+            out[target] = t.detach().clone().float()
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for name, t in out.items():
+        if tuple(t.shape) != shapes[name]:
+            raise ValueError(f"ViT tensor for {name!r} has shape {tuple(t.shape)}, the VLMo expects {shapes[name]} "
+                             f"(d_model {cfg.d_model}, mlp_ratio {cfg.mlp_ratio}, patch_size {cfg.patch_size}, "
+                             f"image_size {cfg.image_size})")
+    model.load_state_dict(out, strict=False)
+    with torch.no_grad():
+        model.type_embed.weight[1:].zero_()
+    return sorted(out)

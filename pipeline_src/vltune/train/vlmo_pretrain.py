@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..backbones.tokenizer import SPECIAL_TOKENS, load_tokenizer
 from ..errors import UserError
-from ..models.vlmo import VLMo, VLMoConfig, specific_from_agnostic
+from ..models.vlmo import VLMo, VLMoConfig, init_image_tower, specific_from_agnostic
 from ..utils.io import read_json, write_json
 from .loop import TrainConfig, train
 from .vlmo_data import ImageBank, captions, text_batch, tokenize, whole_word_mask
@@ -72,12 +72,26 @@ def load_vlmo(model_dir: str | Path) -> tuple[VLMo, dict]:
     return model.eval(), meta
 
 
-def build_vlmo(arch: dict, mode: str, tok, init_dir: str | Path | None = None) -> VLMo:
-    """A fresh model (``init_dir`` None) or one initialised from a pretrained VLMo: same mode, or a
-    modality-agnostic one expanded into experts (every expert a copy of the shared weights)."""
+def build_vlmo(arch: dict, mode: str, tok, init_dir: str | Path | None = None,
+               image_init: str | Path | None = None) -> VLMo:
+    """A fresh model, one whose image tower (and every shared block) starts from the timm ViT in
+    ``image_init`` (the paper's BEiT start, :func:`init_image_tower`), or one initialised from a
+    pretrained VLMo in ``init_dir``: same mode, or a modality-agnostic one expanded into experts
+    (every expert a copy of the shared weights)."""
     cfg = VLMoConfig.from_dict({**arch, "mode": mode, "vocab_size": len(tok), "pad_token_id": tok.pad_token_id,
                                 "mask_token_id": tok.mask_token_id})
     model = VLMo(cfg)
+    if init_dir is not None and image_init is not None:
+        raise UserError("a VLMo starts from a pretrained VLMo (--init) or from a ViT (--image-init), not both")
+    if image_init is not None:
+        from ..backbones.vit import load_vit
+
+        try:
+            init_image_tower(model, load_vit(image_init).state_dict())
+        except ValueError as e:
+            raise UserError(f"{image_init}: cannot initialise the VLMo's image tower ({e}); merging.arch must "
+                            "match the ViT's hidden size, depth, heads, mlp_ratio, patch and image size") from None
+        return model
     if init_dir is None:
         return model
     init, _ = load_vlmo(init_dir)
@@ -183,11 +197,13 @@ def validation_scores(model: VLMo, batches: CaptionBatches, n_batches: int = 2) 
 
 
 def pretrain_vlmo(data_dir, tokenizer_dir, out_dir, arch: dict, mode: str, train_cfg: TrainConfig,
-                  batch_size: int, mlm_prob: float, init_dir=None, resume_dir=None, stage: str = "") -> dict:
-    """Pretrain a ``mode`` VLMo (from ``init_dir`` if given) and save it with its train log."""
+                  batch_size: int, mlm_prob: float, init_dir=None, resume_dir=None, stage: str = "",
+                  image_init=None) -> dict:
+    """Pretrain a ``mode`` VLMo (from ``init_dir`` or ``image_init`` if given, :func:`build_vlmo`) and
+    save it with its train log."""
     tok = load_tokenizer(tokenizer_dir)
     torch.manual_seed(train_cfg.seed)  # a fresh model's init depends on the config's seed only
-    model = build_vlmo(arch, mode, tok, init_dir)
+    model = build_vlmo(arch, mode, tok, init_dir, image_init)
     max_len = model.cfg.max_text_len
     batches = CaptionBatches(data_dir, "train", tok, model.cfg.image_size, max_len, batch_size, mlm_prob,
                              train_cfg.seed)
@@ -197,7 +213,8 @@ def pretrain_vlmo(data_dir, tokenizer_dir, out_dir, arch: dict, mode: str, train
     val = CaptionBatches(data_dir, "val", tok, model.cfg.image_size, max_len, batch_size, mlm_prob, 12345)
     result.update(validation_scores(model, val))
     params = sum(p.numel() for p in model.parameters())
-    save_vlmo(model, out_dir, {"stage": stage, "init": str(init_dir or ""), "tokenizer": str(tokenizer_dir),
+    save_vlmo(model, out_dir, {"stage": stage, "init": str(init_dir or ""), "image_init": str(image_init or ""),
+                               "tokenizer": str(tokenizer_dir),
                                "steps": train_cfg.steps, "params": params})
     write_json(Path(out_dir) / "train_log.json", {**result, "params": params})
     return result

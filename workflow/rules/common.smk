@@ -68,9 +68,10 @@ check_data_and_backbones()
 def check_merging_image_init():
     """merging.pretrain.image_init: vit copies the ViT's weights into the VLMo, so a ViT pretrained
     here must have the VLMo's shape (a published one is checked when its weights are read)."""
-    if config["merging"]["pretrain"]["image_init"] != "vit" or config["backbones"]["vit"].get("published") is not None:
+    m = config["merging"]
+    if not m["inits"] or m["pretrain"]["image_init"] != "vit" or config["backbones"]["vit"].get("published") is not None:
         return
-    vit, vlmo = config["backbones"]["vit"]["arch"], config["merging"]["arch"]
+    vit, vlmo = config["backbones"]["vit"]["arch"], m["arch"]
     pairs = {"hidden": "d_model", "layers": "layers", "heads": "heads", "mlp_ratio": "mlp_ratio",
              "patch_size": "patch_size", "image_size": "image_size"}
     for vk, mk in pairs.items():
@@ -447,7 +448,8 @@ def data_ledgers():
 
 def backbone_ledgers(merging):
     """CLIP, the VL families' LMs (DAS fine-tunes backbones.bart whatever vlpet.families lists),
-    eP-ALM's pair, the merging study's ViT start, and the tokenizer when a backbone pretrained here or the merging study needs it."""
+    eP-ALM's pair, the merging study's ViT start, and the tokenizer when a backbone pretrained
+    here or the merging study needs it."""
     keys = ["clip", *config["vlpet"]["families"], *(["bart"] if das_metrics() else []),
             *(["opt", "vit"] if epalm_metrics() else []),
             *(["vit"] if merging and vlmo_image_init() else [])]

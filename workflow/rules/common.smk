@@ -271,18 +271,19 @@ def vlmo_image_init():
     return f"resources/backbones/{VIT}" if config["merging"]["pretrain"]["image_init"] == "vit" else None
 
 
+def vlmo_data_inputs():
+    return {"tables": expand(f"{DATA}/{{table}}.arrow", table=TABLES), "tokenizer": "resources/backbones/tokenizer"}
+
+
 def seed_inputs(wildcards):
-    inputs = {"tables": expand(f"{DATA}/{{table}}.arrow", table=TABLES), "tokenizer": "resources/backbones/tokenizer"}
-    if vlmo_image_init():
-        inputs["image_init"] = vlmo_image_init()
-    return inputs
+    image_init = vlmo_image_init()
+    return {**vlmo_data_inputs(), **({"image_init": image_init} if image_init else {})}
 
 
 def agnostic_inputs(wildcards):
     if config["merging"]["pretrain"]["agnostic_from"] == "scratch":
         return seed_inputs(wildcards)  # from scratch = from the same start as the seed
-    return {"tables": expand(f"{DATA}/{{table}}.arrow", table=TABLES), "tokenizer": "resources/backbones/tokenizer",
-            "init": "results/merging/pretrain/seed"}
+    return {**vlmo_data_inputs(), "init": "results/merging/pretrain/seed"}
 
 
 def vlmo_init_arg(wildcards, input):

@@ -78,11 +78,11 @@ def build_vlmo(arch: dict, mode: str, tok, init_dir: str | Path | None = None,
     ``image_init`` (the paper's BEiT start, :func:`init_image_tower`), or one initialised from a
     pretrained VLMo in ``init_dir``: same mode, or a modality-agnostic one expanded into experts
     (every expert a copy of the shared weights)."""
+    if init_dir is not None and image_init is not None:
+        raise UserError("a VLMo starts from a pretrained VLMo (--init) or from a ViT (--image-init), not both")
     cfg = VLMoConfig.from_dict({**arch, "mode": mode, "vocab_size": len(tok), "pad_token_id": tok.pad_token_id,
                                 "mask_token_id": tok.mask_token_id})
     model = VLMo(cfg)
-    if init_dir is not None and image_init is not None:
-        raise UserError("a VLMo starts from a pretrained VLMo (--init) or from a ViT (--image-init), not both")
     if image_init is not None:
         from ..backbones.vit import load_vit
 

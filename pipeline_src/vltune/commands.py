@@ -338,18 +338,34 @@ def _device() -> str:
 
 # --- DAS (seeds-spec §2): search → skip.json → skipped model → fine-tune → accuracy, latency, FLOPs ---
 
+def _das_inputs(args, family: str) -> None:
+    """The VLMo reads pixels and a tokenizer; VL-BART / VL-T5 read the feature store."""
+    needed = "tokenizer" if family == "vlmo" else "features"
+    if getattr(args, needed) is None:
+        raise UserError(f"{args.command}: --{needed} is required for the {family!r} family")
+
+
 def das_search(args) -> None:
     from .das.run import search_skips
     from .das.search import SearchConfig
 
-    vl_model_class_check(args.family)
+    if args.family != "vlmo":
+        vl_model_class_check(args.family)
+    _das_inputs(args, args.family)
     p = parse_params(args.params, "das-search")
     _check_method_config("das", p.get("method_config") or {}, "das-search")
     try:
         search_cfg = SearchConfig(**{**p.get("search", {}), "k": args.k})
     except (TypeError, ValueError) as e:
         raise UserError(f"das-search: bad search params: {e}") from None
-    search_skips(args.data, args.features, args.backbone, args.out, args.task, _train_config(p, "das-search", args.seed),
+    train_cfg = _train_config(p, "das-search", args.seed)
+    if args.family == "vlmo":
+        from .das.vlmo import search_skips_vlmo
+
+        search_skips_vlmo(args.backbone, args.data, args.tokenizer, args.out, args.task, train_cfg, search_cfg,
+                          p["batch_size"], p.get("method_config"))
+        return
+    search_skips(args.data, args.features, args.backbone, args.out, args.task, train_cfg,
                  search_cfg, p["batch_size"], p.get("method_config"), args.family, p.get("dropout"))
 
 
@@ -357,43 +373,67 @@ def das_finetune(args) -> None:
     from .das.run import skip_method_config
     from .train.multitask import finetune_vl_model
 
-    vl_model_class_check(args.family)
+    if args.family != "vlmo":
+        vl_model_class_check(args.family)
+    _das_inputs(args, args.family)
     p = parse_params(args.params, "das-finetune")
     method_config = skip_method_config(p.get("method_config"), args.skip, args.task)
     _check_method_config("das", method_config, "das-finetune")
-    finetune_vl_model(args.data, args.features, args.backbone, args.out, "das", _train_config(p, "das-finetune", args.seed),
+    train_cfg = _train_config(p, "das-finetune", args.seed)
+    if args.family == "vlmo":
+        from .das.vlmo import finetune_das_vlmo
+
+        finetune_das_vlmo(args.backbone, args.data, args.tokenizer, args.out, args.task, train_cfg, p["batch_size"],
+                          method_config, resume_dir=args.resume_dir)
+        return
+    finetune_vl_model(args.data, args.features, args.backbone, args.out, "das", train_cfg,
                       p["batch_size"], {args.task: 1}, resume_dir=args.resume_dir, dropout=p.get("dropout"),
                       method_config=method_config, family=args.family)
 
 
 def das_evaluate(args) -> None:
-    from .evaluate.cost import inference_cost
-    from .evaluate.encdec import evaluate_vl_model
-    from .features.store import FeatureStore
-    from .train.multitask import load_vl_model
-    from .train.vl_tasks import VisualBank, load_task, make_batch
+    from .das.vlmo import CHECKPOINT_JSON as VLMO_CHECKPOINT
+    from .das.vlmo import evaluate_das_vlmo
 
     p = parse_params(args.params, "das-evaluate")
     cost_params = p.pop("latency", {})
-    model, tok, meta = load_vl_model(args.checkpoint, args.backbone)
+    if (Path(args.checkpoint) / VLMO_CHECKPOINT).is_file():
+        _das_inputs(args, "vlmo")
+        metrics, model, meta = evaluate_das_vlmo(args.checkpoint, args.data, args.tokenizer, p.get("split", "test"),
+                                                 p.get("batch_size", 256), cost_params, args.backbone)
+    else:
+        _das_inputs(args, "bart")
+        metrics, model, meta = _evaluate_das_encdec(args, p, cost_params)
     skip = model.pet_config.skip
-    metrics = evaluate_vl_model(model, tok, args.data, args.features, [args.task], **p)
-    ex = load_task(args.data, args.task, p.get("split", "test"), tok)
-    n = min(int(cost_params.get("batch_size", 64)), len(ex))
-    batch = make_batch(ex, range(n), VisualBank(FeatureStore(args.features)), tok.pad_token_id, rng=None)
-    cost = inference_cost(model, batch, repeats=int(cost_params.get("repeats", 20)), warmup=int(cost_params.get("warmup", 3)))
     train_log = read_json(Path(args.checkpoint) / "train_log.json")
     record = {
         "experiment": args.experiment, "family": meta["family"], "method": f"das-k{len(skip)}", "seed": meta["seed"],
         "task": args.task, "k": len(skip), "skip": skip,
         "n_blocks": len(skip) + sum(1 for _ in _kept_encoder_blocks(model)),
         "trainable_params": meta["trainable_params"], "total_params": meta["total_params"],
-        "trainable_pct": meta["trainable_pct"], **metrics, **cost,
+        "trainable_pct": meta["trainable_pct"], **metrics,
         "train_wall_s": train_log["wall_s"], "train_final_loss": train_log["final_loss"],
         "config_hash": config_hash({"train": meta, "eval": p, "task": args.task, "skip": skip}),
         "device": _device(), "python": platform.python_version(),
     }
     write_json(args.out, record)
+
+
+def _evaluate_das_encdec(args, p: dict, cost_params: dict):
+    """VL-BART / VL-T5: task metrics, then FLOPs and latency of the first-token call."""
+    from .evaluate.cost import inference_cost
+    from .evaluate.encdec import evaluate_vl_model
+    from .features.store import FeatureStore
+    from .train.multitask import load_vl_model
+    from .train.vl_tasks import VisualBank, load_task, make_batch
+
+    model, tok, meta = load_vl_model(args.checkpoint, args.backbone)
+    metrics = evaluate_vl_model(model, tok, args.data, args.features, [args.task], **p)
+    ex = load_task(args.data, args.task, p.get("split", "test"), tok)
+    n = min(int(cost_params.get("batch_size", 64)), len(ex))
+    batch = make_batch(ex, range(n), VisualBank(FeatureStore(args.features)), tok.pad_token_id, rng=None)
+    cost = inference_cost(model, batch, repeats=int(cost_params.get("repeats", 20)), warmup=int(cost_params.get("warmup", 3)))
+    return {**metrics, **cost}, model, meta
 
 
 def _kept_encoder_blocks(model):

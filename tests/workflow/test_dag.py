@@ -167,3 +167,26 @@ def test_the_report_ledger_lists_every_job_all_runs(tmp_path):
     assert written == listed
     assert {"results/ledger/pretrain_bart/tiny-bart.json", "results/ledger/collect_grams/nlvr2.json",
             "results/ledger/merge_experts/regmean-retrieval.json"} <= listed
+
+
+def test_das_on_the_vlmo_adapts_the_merging_studys_pretrained_vlmo(tmp_path):
+    """das.vlmo plans search → fine-tune → evaluate on results/merging/pretrain/<backbone> with the
+    tokenizer and no feature store; with the merging study off, its pretraining still runs and every
+    job's ledger record reaches the report."""
+    cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
+    cfg["merging"]["inits"] = []
+    cfg["das"].update(tasks=[], vlmo={"tasks": ["retrieval"], "backbone": "seed"})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    shell = dry_run(tmp_path, tmp_path / "config.yaml")
+    das = [c for c in shell if " das-" in c and "das-report" not in c]
+    assert len(das) == 1 + 2 + 2  # a search for k = 1; fine-tuning and evaluation for k = 0 and 1
+    for c in das:
+        assert "--tokenizer resources/backbones/tokenizer" in c and "--features" not in c
+        assert "results/das/vlmo/retrieval/" in c
+    assert all("--family vlmo" in c and "--backbone results/merging/pretrain/seed" in c
+               for c in das if "das-evaluate" not in c)
+    assert not [c for c in shell if "finetune-vlmo" in c or "agnostic_pretrain" in c]
+    written = {c.split("--ledger ")[1].split()[0] for c in shell if "--ledger " in c}
+    report = next(c for c in shell if "vltune report" in c)
+    assert written == set(report.split("--ledgers ")[1].split(" --out-dir")[0].split())
+    assert "results/ledger/seed_pretrain/seed.json" in written

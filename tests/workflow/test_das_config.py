@@ -67,5 +67,7 @@ def test_default_and_full_grid_dags_search_only_for_k_above_zero(tmp_path):
                        ROOT / "config/synthetic-full.yaml")
     assert rc == 0, out[-3000:]
     shell = [line for line in out.splitlines() if "vltune " in line]
-    assert sum("das-search" in c for c in shell) == 4 * 2 * 3  # tasks × k ∈ {1, 2} × seeds
-    assert sum("das-finetune" in c for c in shell) == 4 * 3 * 3
+    # (4 VL-BART tasks + 3 VLMo tasks) × k ∈ {1, 2} × seeds
+    assert sum("das-search" in c for c in shell) == (4 + 3) * 2 * 3
+    assert sum("das-search" in c and "--family vlmo" in c for c in shell) == 3 * 2 * 3
+    assert sum("das-finetune" in c for c in shell) == (4 + 3) * 3 * 3

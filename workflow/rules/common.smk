@@ -451,7 +451,7 @@ def backbone_ledgers(merging):
     """CLIP, the VL families' LMs (DAS fine-tunes backbones.bart whatever vlpet.families lists),
     eP-ALM's pair, the merging study's ViT start, and the tokenizer when a backbone pretrained
     here or the merging study needs it."""
-    keys = ["clip", *config["vlpet"]["families"], *(["bart"] if das_metrics() else []),
+    keys = ["clip", *config["vlpet"]["families"], *(["bart"] if any(f == "bart" for f, _ in das_runs()) else []),
             *(["opt", "vit"] if epalm_metrics() else []),
             *(["vit"] if merging and vlmo_image_init() else [])]
     keys = list(dict.fromkeys(keys))
@@ -461,11 +461,12 @@ def backbone_ledgers(merging):
 
 
 def merging_ledgers():
-    """Ledger records of the merging study's jobs: the pretraining stages its inits need, the
-    Gram matrices and merges they are built from, and one fine-tuning run per init and seed."""
+    """Ledger records of the merging study's jobs: the pretraining stages its inits (and DAS on the
+    VLMo) need, the Gram matrices and merges they are built from, and one fine-tuning run per init and seed."""
     m = config["merging"]
     inits = merging_inits()
     dirs = {init_dir(init, task) for init in inits for task in m["tasks"]}
+    dirs |= {das_backbone(family) for family, _ in das_runs() if family == "vlmo"}  # DAS on the VLMo
     merged = sorted(os.path.basename(d) for d in dirs if d.startswith("results/merging/merged/"))
     stages = {os.path.basename(d) for d in dirs if d.startswith("results/merging/pretrain/")}
     if merged or "specific" in stages:
@@ -544,16 +545,43 @@ def das_skip_arg(wildcards, input):
     return f"--skip {shlex.quote(input.skip)}" if "skip" in input.keys() else ""
 
 
+def das_runs():
+    """(family, task) of every DAS experiment: das.tasks on VL-BART, das.vlmo.tasks on the VLMo."""
+    d = das_config()
+    return [("bart", t) for t in d.get("tasks", [])] + [("vlmo", t) for t in (d.get("vlmo") or {}).get("tasks", [])]
+
+
+def das_backbone(family):
+    """The frozen backbone DAS adapts: backbones.bart, or the merging study's pretrained VLMo."""
+    if family == "vlmo":
+        return f"results/merging/pretrain/{das_config()['vlmo']['backbone']}"
+    return f"resources/backbones/{BART}"
+
+
+def das_inputs(wildcards):
+    """VL-BART reads CLIP features; the VLMo reads pixels (the tables) and the tokenizer."""
+    backbone = {"backbone": das_backbone(wildcards.family)}
+    if wildcards.family == "vlmo":
+        return {**vlmo_data_inputs(), **backbone}
+    return {"tables": expand(f"{DATA}/{{table}}.arrow", table=TABLES), "features": FEATURES, **backbone}
+
+
+def das_input_args(wildcards, input):
+    if wildcards.family == "vlmo":
+        return f"--tokenizer {shlex.quote(input.tokenizer)}"
+    return f"--features {shlex.quote(input.features)}"
+
+
 def das_metrics():
     d = das_config()
-    return expand("results/das/bart/{task}/k{k}/seed{seed}/metrics.json", task=d["tasks"], k=d.get("k", []),
-                  seed=d.get("seeds", []))
+    return [f"results/das/{family}/{task}/k{k}/seed{seed}/metrics.json"
+            for family, task in das_runs() for k in d.get("k", []) for seed in d.get("seeds", [])]
 
 
 def das_skips():
     d = das_config()
-    return expand("results/das/bart/{task}/k{k}/seed{seed}/skip.json", task=d["tasks"],
-                  k=[k for k in d.get("k", []) if k > 0], seed=d.get("seeds", []))
+    return [f"results/das/{family}/{task}/k{k}/seed{seed}/skip.json"
+            for family, task in das_runs() for k in d.get("k", []) if k > 0 for seed in d.get("seeds", [])]
 
 
 def das_ledgers():

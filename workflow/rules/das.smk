@@ -1,18 +1,21 @@
-# DAS study (seeds-spec §2): per task, das_search writes skip.json (k blocks to skip + the search
-# trace); das_finetune reads it, builds the skipped model and fine-tunes it; das_evaluate measures
-# accuracy, latency and FLOPs. k = 0 skips nothing and needs no search.
+# DAS study (seeds-spec §2): per backbone family and task, das_search writes skip.json (k blocks to
+# skip + the search trace); das_finetune reads it, builds the skipped model and fine-tunes it;
+# das_evaluate measures accuracy, latency and FLOPs. k = 0 skips nothing and needs no search.
+# family bart: VL-BART's encoder on CLIP features (backbones.bart); family vlmo: the merging study's
+# modality-agnostic VLMo on pixels (das.vlmo.backbone), the paper's single-stream setting.
 
 
 rule das_search:
     input:
-        tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
-        features=FEATURES,
-        backbone=f"resources/backbones/{BART}",
+        unpack(das_inputs),
     output:
         skip="results/das/{family}/{task}/k{k}/seed{seed}/skip.json",
         ledger="results/ledger/das_search/{family}/{task}/k{k}/seed{seed}.json",
+    wildcard_constraints:
+        family="bart|vlmo",
     params:
         data=tables_dir,
+        inputs=das_input_args,
         hp=das_search_params,
     log:
         "logs/das_search/{family}/{task}/k{k}/seed{seed}.log",
@@ -29,7 +32,7 @@ rule das_search:
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} das-search --data {params.data:q} --features {input.features:q}"
+        "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} das-search --data {params.data:q} {params.inputs}"
         " --backbone {input.backbone:q} --family {wildcards.family:q} --task {wildcards.task:q} --k {wildcards.k:q}"
         " --seed {wildcards.seed:q} --params {params.hp:q} --out {output.skip:q} > {log} 2>&1"
 
@@ -37,14 +40,15 @@ rule das_search:
 rule das_finetune:
     input:
         unpack(das_skip_file),  # skip.json of the same task, k and seed; none for k = 0
-        tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
-        features=FEATURES,
-        backbone=f"resources/backbones/{BART}",
+        unpack(das_inputs),
     output:
         checkpoint=directory("results/das/{family}/{task}/k{k}/seed{seed}/checkpoint"),
         ledger="results/ledger/das_finetune/{family}/{task}/k{k}/seed{seed}.json",
+    wildcard_constraints:
+        family="bart|vlmo",
     params:
         data=tables_dir,
+        inputs=das_input_args,
         hp=das_finetune_params,
         skip=das_skip_arg,
         # Resume state lives outside the declared outputs: Snakemake deletes those before a re-run.
@@ -64,7 +68,7 @@ rule das_finetune:
     conda:
         "../../envs/vltune.yaml"
     shell:
-        "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} das-finetune --data {params.data:q} --features {input.features:q}"
+        "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} das-finetune --data {params.data:q} {params.inputs}"
         " --backbone {input.backbone:q} --family {wildcards.family:q} --task {wildcards.task:q} {params.skip}"
         " --seed {wildcards.seed:q} --params {params.hp:q} --out {output.checkpoint:q}"
         " --resume-dir {params.resume:q} > {log} 2>&1"
@@ -72,10 +76,8 @@ rule das_finetune:
 
 rule das_evaluate:
     input:
+        unpack(das_inputs),
         checkpoint="results/das/{family}/{task}/k{k}/seed{seed}/checkpoint",
-        backbone=f"resources/backbones/{BART}",
-        features=FEATURES,
-        tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
     output:
         metrics=report(
             "results/das/{family}/{task}/k{k}/seed{seed}/metrics.json",
@@ -85,8 +87,11 @@ rule das_evaluate:
             labels={"k": "{k}", "seed": "{seed}"},
         ),
         ledger="results/ledger/das_evaluate/{family}/{task}/k{k}/seed{seed}.json",
+    wildcard_constraints:
+        family="bart|vlmo",
     params:
         data=tables_dir,
+        inputs=das_input_args,
         hp=das_evaluate_params,
         experiment="das-{family}-{task}",
     log:
@@ -105,7 +110,7 @@ rule das_evaluate:
         "../../envs/vltune.yaml"
     shell:
         "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} das-evaluate --checkpoint {input.checkpoint:q} --backbone {input.backbone:q}"
-        " --data {params.data:q} --features {input.features:q} --task {wildcards.task:q}"
+        " --data {params.data:q} {params.inputs} --task {wildcards.task:q}"
         " --experiment {params.experiment:q} --params {params.hp:q} --out {output.metrics:q} > {log} 2>&1"
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,10 @@ class VLMoConfig:
     pad_token_id: int = 0
     mask_token_id: int = 4
     image_types: int = 2
+
+    # What the PET registry keys its module-name table by (vltune.pet.targets.FAMILIES), as HF's
+    # ``config.model_type``; not an architecture field.
+    model_type: ClassVar[str] = "vlmo"
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -185,6 +190,11 @@ class VLMo(nn.Module):
         self.apply(_init_weights)
         for p in (self.text_pos, self.image_pos, self.image_cls):
             nn.init.trunc_normal_(p, std=0.02)
+
+    @property
+    def config(self) -> VLMoConfig:
+        """The architecture under HF's attribute name, so PET methods find this model's family."""
+        return self.cfg
 
     # --- embeddings ---------------------------------------------------------------------------------
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:

@@ -94,6 +94,22 @@ FAMILIES: dict[str, Family] = {
         cross_attn_value=_ANY + r"decoder\.block\.\d+\.layer\.1\.EncDecAttention\.v",
         lora_targets=("q", "v"),
     ),
+    # The modality-agnostic VLMo (vltune.models.vlmo): pre-LN blocks with layer scale, one shared
+    # set of weights that every stream (text, image, joint) runs through; no decoder. X = the residual
+    # stream entering the sub-layer (the input of its pre-LN), as ViLT's adapters. A modality-specific
+    # VLMo keeps its experts in ModuleDicts that these names do not reach (vltune.das.vlmo refuses it).
+    "vlmo": Family(
+        name="vlmo",
+        encoder=_ANY + r"blocks",
+        encoder_sublayers=(
+            Site(r"(?P<layer>" + _ANY + r"blocks\.\d+)\.attn", "{layer}.norm1"),
+            Site(r"(?P<layer>" + _ANY + r"blocks\.\d+)\.mlp", "{layer}.norm2"),
+        ),
+        decoder_sublayers=(),
+        cross_attn_value="",
+        lora_targets=("qkv",),
+        encoder_blocks=_ANY + r"blocks",
+    ),
 }
 
 

@@ -14,6 +14,9 @@ import pandas as pd
 from ..utils.io import atomic_path, read_json, write_bytes_atomic
 from .summary import HEADLINE, PRETTY
 
+# The paper's table: VQA, NLVR2 and retrieval (the VLMo's), besides VL-BART's GQA and CIDEr.
+SCORES = [*HEADLINE, "retrieval_tr_r1", "retrieval_ir_r1"]
+
 COLUMNS = ["experiment", "task", "k", "skip", "seed", "trainable_params", "trainable_pct", "total_params",
            "flops_per_sample", "latency_ms", "latency_ms_per_sample", "latency_batch_size"]
 
@@ -27,7 +30,7 @@ def das_frame(paths: list[Path]) -> pd.DataFrame:
             raise ValueError(f"{path}: not a das-evaluate metrics file (missing {', '.join(missing)})")
         row = {c: record[c] for c in COLUMNS}
         row["skip"] = " ".join(map(str, record["skip"])) or "–"
-        row.update({c: record[c] for c in HEADLINE if c in record})
+        row.update({c: record[c] for c in SCORES if c in record})
         rows.append(row)
     df = pd.DataFrame(rows).sort_values(["experiment", "seed", "k"], kind="stable").reset_index(drop=True)
     base = df[df["k"] == 0].set_index(["experiment", "seed"])
@@ -41,7 +44,7 @@ def das_frame(paths: list[Path]) -> pd.DataFrame:
 def das_markdown(df: pd.DataFrame) -> str:
     parts = []
     for experiment, group in df.groupby("experiment", sort=True):
-        scores = [c for c in HEADLINE if c in group and group[c].notna().any()]
+        scores = [c for c in SCORES if c in group and group[c].notna().any()]
         header = ["k", "skipped", "seeds", "trainable (K)", "Params %", "MFLOPs/sample", "FLOPs −%", "latency ms/batch", "latency −%"]
         header += [PRETTY[c] for c in scores]
         lines = [f"### {experiment}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -77,7 +80,7 @@ def latency_plot(df: pd.DataFrame, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     for i, (experiment, g) in enumerate(df.groupby("experiment", sort=True)):
-        score = next(c for c in HEADLINE if c in g and g[c].notna().any())
+        score = next(c for c in SCORES if c in g and g[c].notna().any())
         pts = g.groupby("k")[["latency_ms_per_sample", score]].mean()
         ax.plot(pts["latency_ms_per_sample"], pts[score], "o-", color=f"C{i}", label=f"{experiment} ({PRETTY[score]})")
         for k, p in pts.iterrows():

@@ -43,6 +43,11 @@ class TaskModel(nn.Module):
         elif task == "nlvr2":
             self.head = nn.Sequential(nn.Linear(2 * d, 2 * d), nn.LayerNorm(2 * d), nn.GELU(), nn.Linear(2 * d, 2))
 
+    @property
+    def config(self):
+        """The backbone's architecture (``model_type`` "vlmo"): what PET methods key their targets by."""
+        return self.backbone.cfg
+
     def forward(self, b: dict) -> torch.Tensor:
         m = self.backbone
         if self.task == "vqa":

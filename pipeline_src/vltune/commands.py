@@ -339,7 +339,10 @@ def _device() -> str:
 # --- DAS (seeds-spec §2): search → skip.json → skipped model → fine-tune → accuracy, latency, FLOPs ---
 
 def _das_inputs(args, family: str) -> None:
-    """The VLMo reads pixels and a tokenizer; VL-BART / VL-T5 read the feature store."""
+    """A known family (checked before any data is read) and its inputs: the VLMo reads pixels and a
+    tokenizer; VL-BART / VL-T5 read the feature store."""
+    if family != "vlmo":
+        vl_model_class_check(family)
     needed = "tokenizer" if family == "vlmo" else "features"
     if getattr(args, needed) is None:
         raise UserError(f"{args.command}: --{needed} is required for the {family!r} family")
@@ -349,8 +352,6 @@ def das_search(args) -> None:
     from .das.run import search_skips
     from .das.search import SearchConfig
 
-    if args.family != "vlmo":
-        vl_model_class_check(args.family)
     _das_inputs(args, args.family)
     p = parse_params(args.params, "das-search")
     _check_method_config("das", p.get("method_config") or {}, "das-search")
@@ -373,8 +374,6 @@ def das_finetune(args) -> None:
     from .das.run import skip_method_config
     from .train.multitask import finetune_vl_model
 
-    if args.family != "vlmo":
-        vl_model_class_check(args.family)
     _das_inputs(args, args.family)
     p = parse_params(args.params, "das-finetune")
     method_config = skip_method_config(p.get("method_config"), args.skip, args.task)

@@ -572,16 +572,19 @@ def das_input_args(wildcards, input):
     return f"--features {shlex.quote(input.features)}"
 
 
-def das_metrics():
+def _das_files(name, searched_only=False):
+    """``name`` in every DAS run folder (``searched_only``: the runs with a search, k > 0)."""
     d = das_config()
-    return [f"results/das/{family}/{task}/k{k}/seed{seed}/metrics.json"
-            for family, task in das_runs() for k in d.get("k", []) for seed in d.get("seeds", [])]
+    return [f"results/das/{family}/{task}/k{k}/seed{seed}/{name}" for family, task in das_runs()
+            for k in d.get("k", []) if k > 0 or not searched_only for seed in d.get("seeds", [])]
+
+
+def das_metrics():
+    return _das_files("metrics.json")
 
 
 def das_skips():
-    d = das_config()
-    return [f"results/das/{family}/{task}/k{k}/seed{seed}/skip.json"
-            for family, task in das_runs() for k in d.get("k", []) if k > 0 for seed in d.get("seeds", [])]
+    return _das_files("skip.json", searched_only=True)
 
 
 def das_ledgers():

@@ -14,7 +14,6 @@ the classifier.
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -27,15 +26,13 @@ from ..pet import apply_pet, count_parameters, load_pet, save_pet
 from ..train.loop import TrainConfig, train
 from ..train.vlmo_data import TASKS, ImageBank, load_task
 from ..train.vlmo_pretrain import load_vlmo
-from ..train.vlmo_tasks import TaskModel, evaluate_task, make_batch, retrieval_rows, task_loss
+from ..train.multitask import PET_SUBDIR
+from ..train.vlmo_tasks import TaskModel, evaluate_task, make_batch, retrieval_rows, sample_batch, task_loss
 from ..utils.io import read_json, write_json
 from .search import SearchConfig, run_search
 from .supernet import build_supernet
 
-log = logging.getLogger(__name__)
-
 CHECKPOINT_JSON = "das_vlmo.json"
-PET_SUBDIR = "adapter"
 # The trained heads of each task (module-name suffixes, PetConfig.modules_to_save).
 TASK_HEADS = {"vqa": ["head"], "nlvr2": ["head"], "retrieval": ["itc_text_proj", "itc_image_proj"]}
 
@@ -53,7 +50,7 @@ class VLMoTask:
                  answers: list[str] | None = None):
         if task not in TASKS:
             raise UserError(f"das on the VLMo: unknown task {task!r}; expected one of {', '.join(TASKS)}")
-        self.init_dir, self.task = Path(init_dir), task
+        self.task = task
         self.tok = load_tokenizer(tokenizer_dir)
         self.backbone, _ = load_vlmo(init_dir)
         if self.backbone.cfg.mode != "agnostic":
@@ -75,12 +72,7 @@ class VLMoTask:
         return apply_pet(model, config)
 
     def batch(self, split: str, size: int, rng: np.random.Generator) -> dict:
-        data = self.data[split]
-        if self.task == "retrieval":
-            rows = retrieval_rows(data, rng, size)
-        else:
-            rows = rng.choice(len(data), size=min(size, len(data)), replace=False)
-        return make_batch(data, rows, self.bank, self.tok.pad_token_id)
+        return sample_batch(self.data[split], self.bank, self.tok.pad_token_id, size, rng)
 
 
 def search_skips_vlmo(init_dir, data_dir, tokenizer_dir, out_json, task: str, train_cfg: TrainConfig,

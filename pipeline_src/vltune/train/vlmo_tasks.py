@@ -92,6 +92,15 @@ def retrieval_rows(data: TaskData, rng: np.random.Generator, batch_size: int) ->
     return [int(rng.choice(by_image[int(i)])) for i in images]
 
 
+def sample_batch(data: TaskData, bank: ImageBank, pad_id: int, size: int, rng: np.random.Generator) -> dict:
+    """A random batch of ``size`` examples (retrieval: captions of distinct images)."""
+    if data.task == "retrieval":
+        rows = retrieval_rows(data, rng, size)
+    else:
+        rows = rng.choice(len(data), size=min(size, len(data)), replace=False)
+    return make_batch(data, rows, bank, pad_id)
+
+
 @torch.no_grad()
 def evaluate_task(model: TaskModel, data: TaskData, bank: ImageBank, pad_id: int, batch_size: int = 256) -> dict:
     model.eval()
@@ -124,12 +133,7 @@ def finetune_vlmo(init_dir, data_dir, tokenizer_dir, task: str, train_cfg: Train
     model = TaskModel(backbone, task, len(train_data.answers))
 
     def batch_fn(step: int) -> dict:
-        rng = np.random.default_rng([train_cfg.seed, step, 5])
-        if task == "retrieval":
-            rows = retrieval_rows(train_data, rng, batch_size)
-        else:
-            rows = rng.choice(len(train_data), size=min(batch_size, len(train_data)), replace=False)
-        return make_batch(train_data, rows, bank, tok.pad_token_id)
+        return sample_batch(train_data, bank, tok.pad_token_id, batch_size, np.random.default_rng([train_cfg.seed, step, 5]))
 
     result = train(model, batch_fn, task_loss, train_cfg, resume_dir=resume_dir, desc=f"finetune_vlmo[{task}]")
     t0 = time.perf_counter()

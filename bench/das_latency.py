@@ -1,15 +1,19 @@
 """DAS: inference latency against the share of encoder blocks skipped, side by side in one run.
 
-One randomly initialised VL-BART (a planner preset, or the default config's tiny BART shape) gets
-the ``das`` PET method with 0, 1, ..., n of its n encoder blocks replaced by an adapter (the
-blocks skipped are the last j: every block costs the same). For each j the script counts FLOPs per
-sample (``vltune.evaluate.cost.count_flops``) and times the measured inference call (encoder +
-decoder over the answer prefix) in interleaved rounds, so load from other processes falls on all
-variants alike. It prints, per device, the skipped share of blocks, the FLOPs saved, the latency
+One randomly initialised model gets the ``das`` PET method with 0, 1, ..., n of its n blocks
+replaced by an adapter (the blocks skipped are the last j; VL-BART's blocks cost the same, the
+VLMo's vision-language blocks a little more than those below, for their joint attention):
+``--family bart`` a VL-BART (a planner preset, or the default config's tiny BART shape; its n
+encoder blocks, timed on encoder + decoder over the answer prefix), ``--family vlmo`` the merging
+study's modality-agnostic VLMo on VQA (the default config's ``merging.arch``; its n blocks, which
+the text, image and joint streams share, timed on the task model's whole forward). For each j
+the script counts FLOPs per sample (``vltune.evaluate.cost.count_flops``) and times the measured
+call in interleaved rounds, so load from other processes falls on all variants alike. It prints, per device, the skipped share of blocks, the FLOPs saved, the latency
 saved, and their ratio (latency saving / FLOPs saving; 1.0 = latency falls exactly with FLOPs).
 
     PYTHONPATH=pipeline_src python bench/das_latency.py                       # tiny default shape, CPU (+ CUDA if present)
     PYTHONPATH=pipeline_src python bench/das_latency.py --arch bart-base --batch 32 --devices cuda
+    PYTHONPATH=pipeline_src python bench/das_latency.py --family vlmo --threads 1
 
 See bench/README.md. No number here is asserted anywhere.
 """
@@ -32,18 +36,23 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "das_latency.json"
 # The default config's tiny BART (config/config.yaml backbones.bart.arch; vocabulary 1000).
 TINY_DEFAULT = dict(vocab_size=1000, d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                     decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256, max_position_embeddings=64)
+# The default config's VLMo (config/config.yaml merging.arch; vocabulary 1000) and VQA's answer count there.
+VLMO_DEFAULT = dict(vocab_size=1000, d_model=64, layers=4, vl_layers=2, heads=4, mlp_ratio=4, max_text_len=40,
+                    image_size=64, patch_size=16)
+VLMO_ANSWERS = 100
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--arch", default="tiny-default", help="'tiny-default' (config.yaml's BART shape) or a planner preset (bart-base)")
-    p.add_argument("--arch-override", default="{}", help="JSON merged into the HF config kwargs")
+    p.add_argument("--family", default="bart", choices=("bart", "vlmo"), help="VL-BART's encoder or the VLMo's blocks")
+    p.add_argument("--arch", default="tiny-default", help="bart: 'tiny-default' (config.yaml's BART shape) or a planner preset (bart-base); vlmo: 'tiny-default' only")
+    p.add_argument("--arch-override", default="{}", help="JSON merged into the HF config kwargs (vlmo: VLMoConfig fields)")
     p.add_argument("--devices", default="auto", help="comma-separated cpu,cuda; auto = cpu, plus cuda if available")
     p.add_argument("--batch", type=int, default=64, help="examples per call")
     p.add_argument("--text-len", type=int, default=10, help="text tokens per example")
-    p.add_argument("--vis-len", type=int, default=17, help="visual tokens per example (one image; the default: 4x4 grid + CLS)")
-    p.add_argument("--feat-dim", type=int, default=128, help="visual feature width")
+    p.add_argument("--vis-len", type=int, default=17, help="bart: visual tokens per example (one image; the default: 4x4 grid + CLS); vlmo: set by image_size / patch_size")
+    p.add_argument("--feat-dim", type=int, default=128, help="bart: visual feature width")
     p.add_argument("--adapter-dim", type=int, default=None, help="DAS r (default d_model/8)")
     p.add_argument("--skip-dim", type=int, default=None, help="DAS r' (default d_model/4)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per variant before the rounds")
@@ -65,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if d not in ("cpu", "cuda") or (d == "cuda" and not torch.cuda.is_available()):
             p.error(f"--devices: {d!r} is not an available device (cpu, cuda)")
     args.devices = devices
+    if args.family == "vlmo" and args.arch != "tiny-default":
+        p.error("--arch: the vlmo family has only 'tiny-default' (change its shape with --arch-override)")
     return args
 
 
@@ -73,6 +84,8 @@ def build_model(args, device: str, skip: list[int]):
     from vltune.pet.planner import build_preset_model
 
     torch.manual_seed(args.seed)  # every variant: the same backbone and the same kept adapters' init
+    if args.family == "vlmo":
+        return build_vlmo_task(args, device, skip)
     if args.arch == "tiny-default":
         model = build_preset_model("bart-base", device, {**TINY_DEFAULT, **args.arch_override}, args.feat_dim)
     else:
@@ -83,28 +96,49 @@ def build_model(args, device: str, skip: list[int]):
     return model.eval()
 
 
-def make_batch(args, vocab: int, device: str) -> dict:
+def build_vlmo_task(args, device: str, skip: list[int]):
+    from vltune.das.vlmo import TASK_HEADS
+    from vltune.models.vlmo import VLMo, VLMoConfig
+    from vltune.pet import apply_pet
+    from vltune.train.vlmo_tasks import TaskModel
+
+    with torch.device(device):
+        cfg = VLMoConfig(**{**VLMO_DEFAULT, **args.arch_override})
+        model = TaskModel(VLMo(cfg), "vqa", VLMO_ANSWERS)
+    d = cfg.d_model
+    apply_pet(model, {"method": "das", "adapter_dim": args.adapter_dim or d // 8, "skip_dim": args.skip_dim or d // 4,
+                      "skip": skip, "modules_to_save": TASK_HEADS["vqa"]})
+    return model.to(device).eval()
+
+
+def make_batch(args, vocab: int, device: str, image_size: int = 0) -> dict:
     g = torch.Generator().manual_seed(args.seed + 1)
     ids = torch.randint(3, vocab - 200, (args.batch, args.text_len), generator=g)
+    if args.family == "vlmo":
+        return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids, dtype=torch.bool).to(device),
+                "pixels": torch.randn(args.batch, 3, image_size, image_size, generator=g).to(device)}
     return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
             "vis_feats": torch.randn(args.batch, args.vis_len, args.feat_dim, generator=g).to(device),
             "vis_order": torch.zeros(args.batch, args.vis_len, dtype=torch.long).to(device)}
 
 
 def measure_device(args, device: str) -> dict:
-    from vltune.evaluate.cost import count_flops
+    from vltune.das.vlmo import forward_call
+    from vltune.evaluate.cost import count_flops, first_token_call
     from vltune.pet.das import encoder_blocks
 
     n = len(encoder_blocks(build_model(args, "meta", [])))
     variants = {j: build_model(args, device, list(range(n - j, n))) for j in range(n + 1)}
-    batch = make_batch(args, variants[0].config.vocab_size, device)
+    measured = first_token_call if args.family == "bart" else forward_call
+    cfg = variants[0].config
+    batch = make_batch(args, cfg.vocab_size, device, getattr(cfg, "image_size", 0))
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     @torch.inference_mode()
     def call(model):
-        model.first_token_logits(batch["input_ids"], batch["attention_mask"], batch["vis_feats"], batch["vis_order"])
+        measured(model, batch)
 
-    flops = {j: count_flops(m, batch) / args.batch for j, m in variants.items()}
+    flops = {j: count_flops(m, batch, measured) / args.batch for j, m in variants.items()}
     for m in variants.values():
         for _ in range(args.warmup):
             call(m)
@@ -133,7 +167,7 @@ def measure_device(args, device: str) -> dict:
 
 
 def format_table(device: str, result: dict) -> str:
-    lines = [f"[{device}] {result['n_blocks']} encoder blocks",
+    lines = [f"[{device}] {result['n_blocks']} blocks",
              f"{'skipped':>8} {'share':>6} {'MFLOPs/sample':>14} {'FLOPs -%':>9} {'ms/call':>9} {'× k=0':>7} {'latency -%':>11} {'lat/FLOPs saving':>17}"]
     for r in result["rows"].values():
         ratio = "–" if r["latency_over_flops_saving"] is None else f"{r['latency_over_flops_saving']:.2f}"

@@ -148,6 +148,15 @@ def test_das_skip_set_flows_from_search_to_fine_tuning_and_report(pipeline_run):
     assert (k0["skip"], k1["skip"]) == ([], [0]) and k1["flops_per_sample"] < k0["flops_per_sample"]
     assert 0 <= k1["nlvr2_accuracy"] <= 100 and k1["latency_ms"] > 0
     table = pd.read_csv(pipeline_run / "results/report/das/das.csv")
-    assert table.k.tolist() == [0, 1] and table.flops_reduction_pct.iloc[0] == 0
-    assert table.flops_reduction_pct.iloc[1] > 0
+    bart = table[table.experiment == "das-bart-nlvr2"]
+    assert bart.k.tolist() == [0, 1] and bart.flops_reduction_pct.iloc[0] == 0
+    assert bart.flops_reduction_pct.iloc[1] > 0
     assert "| 1 | 0 |" in (pipeline_run / "results/report/das/das.md").read_text()
+    # The same three stages on the merging study's VLMo (2 blocks): its skip set reaches its run too.
+    run = pipeline_run / "results/das/vlmo/vqa"
+    skip = json.loads((run / "k1/seed1/skip.json").read_text())
+    assert skip["k"] == 1 and len(skip["skip"]) == 1 and skip["task"] == "vqa"
+    k0, k1 = (json.loads((run / f"k{k}/seed1/metrics.json").read_text()) for k in (0, 1))
+    assert (k0["skip"], k1["skip"]) == ([], skip["skip"]) and k1["flops_per_sample"] < k0["flops_per_sample"]
+    assert (k0["family"], k0["n_blocks"]) == ("vlmo", 2) and 0 <= k1["vqa_accuracy"] <= 100
+    assert table[table.experiment == "das-vlmo-vqa"].k.tolist() == [0, 1]

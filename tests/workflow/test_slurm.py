@@ -79,7 +79,7 @@ def small_config(tmp_path: Path, **world) -> Path:
     sequential Slurm round costs ~30 s of polling here; the merging, eP-ALM and DAS studies run in
     test_pipeline), plus ``world`` overrides."""
     cfg = {"vlpet": {"families": ["bart"], "methods": ["full"], "seeds": [1]},
-           "merging": {"inits": []}, "epalm": {"methods": []}, "das": {"tasks": []}}
+           "merging": {"inits": []}, "epalm": {"methods": []}, "das": {"tasks": [], "vlmo": {"tasks": []}}}
     if world:
         cfg["world"] = world
     path = tmp_path / "slurm.yaml"

@@ -52,6 +52,7 @@ if published("clip") is None:
         benchmark:
             f"benchmarks/pretrain_clip/{CLIP}.tsv"
         threads: config["resources"]["threads"]
+        priority: 1  # on the main-budget VL-PET run's path, the DAG's longest: start first
         resources:
             mem_mb=RES["mem_mb"],
             runtime=attempt_runtime,
@@ -92,6 +93,7 @@ if published("bart") is None:
         benchmark:
             f"benchmarks/pretrain_bart/{BART}.tsv"
         threads: config["resources"]["threads"]
+        priority: 1  # on the main-budget VL-PET run's path, the DAG's longest: start first
         resources:
             mem_mb=RES["mem_mb"],
             runtime=attempt_runtime,
@@ -132,6 +134,7 @@ if published("t5") is None:
         benchmark:
             f"benchmarks/pretrain_t5/{T5}.tsv"
         threads: config["resources"]["threads"]
+        priority: 1  # on the main-budget VL-PET run's path, the DAG's longest: start first
         resources:
             mem_mb=RES["mem_mb"],
             runtime=attempt_runtime,

@@ -16,6 +16,7 @@ rule extract_features:
     benchmark:
         f"benchmarks/extract_features/{CLIP}/{DATASET}.tsv"
     threads: config["resources"]["threads"]
+    priority: 1  # on the main-budget VL-PET run's path (backbones.smk)
     resources:
         mem_mb=RES["mem_mb"],
         runtime=attempt_runtime,

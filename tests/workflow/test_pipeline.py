@@ -127,8 +127,9 @@ def test_html_report_holds_every_stage_by_category_with_labels_ledger_and_rule_g
     # every job of the DAG but the local report / rule graph, each with its commit, device, time, memory
     # (VL-PET: 2 families x 2 methods, each fine-tuned and evaluated; merging: 3 pretraining stages,
     # 3 RegMean Gram sets, 8 merges, 7 fine-tuned inits; eP-ALM: OPT, ViT, perception store, 2 methods
-    # x 2 tasks fine-tuned, 2 evaluations; DAS: 1 search, k = 0 and 1 fine-tuned and evaluated)
-    assert len(ledger) == 1 + 1 + 3 + 1 + 1 + 2 * 4 + 3 + 3 + 8 + 7 + 3 + 4 + 2 + 1 + 2 * 2
+    # x 2 tasks fine-tuned, 2 evaluations; DAS on VL-BART and on the VLMo: 1 search each, k = 0 and 1
+    # fine-tuned and evaluated)
+    assert len(ledger) == 1 + 1 + 3 + 1 + 1 + 2 * 4 + 3 + 3 + 8 + 7 + 3 + 4 + 2 + 2 * (1 + 2 * 2)
     assert ledger[["git_commit", "device", "wall_s", "peak_rss_mb", "pkg:torch"]].notna().all().all()
     assert ledger.job.str.startswith("finetune_vlbart/").sum() == 4
     assert ledger.job.str.startswith("finetune_vlmo/").sum() == 7

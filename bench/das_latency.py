@@ -8,8 +8,9 @@ encoder blocks, timed on encoder + decoder over the answer prefix), ``--family v
 study's modality-agnostic VLMo on VQA (the default config's ``merging.arch``; its n blocks, which
 the text, image and joint streams share, timed on the task model's whole forward). For each j
 the script counts FLOPs per sample (``vltune.evaluate.cost.count_flops``) and times the measured
-call in interleaved rounds, so load from other processes falls on all variants alike. It prints, per device, the skipped share of blocks, the FLOPs saved, the latency
-saved, and their ratio (latency saving / FLOPs saving; 1.0 = latency falls exactly with FLOPs).
+call in interleaved rounds, so load from other processes falls on all variants alike. It prints,
+per device, the skipped share of blocks, the FLOPs saved, the latency saved, and their ratio
+(latency saving / FLOPs saving; 1.0 = latency falls exactly with FLOPs).
 
     PYTHONPATH=pipeline_src python bench/das_latency.py                       # tiny default shape, CPU (+ CUDA if present)
     PYTHONPATH=pipeline_src python bench/das_latency.py --arch bart-base --batch 32 --devices cuda
@@ -36,7 +37,8 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "das_latency.json"
 # The default config's tiny BART (config/config.yaml backbones.bart.arch; vocabulary 1000).
 TINY_DEFAULT = dict(vocab_size=1000, d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                     decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256, max_position_embeddings=64)
-# The default config's VLMo (config/config.yaml merging.arch; vocabulary 1000) and VQA's answer count there.
+# The default config's VLMo (config/config.yaml merging.arch; vocabulary 1000) and a VQA head of
+# 100 answers (the head is a small share of the forward).
 VLMO_DEFAULT = dict(vocab_size=1000, d_model=64, layers=4, vl_layers=2, heads=4, mlp_ratio=4, max_text_len=40,
                     image_size=64, patch_size=16)
 VLMO_ANSWERS = 100

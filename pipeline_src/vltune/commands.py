@@ -82,9 +82,9 @@ def fetch_backbone(args) -> None:
     if unknown:
         raise UserError(f"fetch-backbone: unknown param {sorted(unknown)[0]!r}")
     if params.pop("vl_tokens", False):
-        from .backbones.tokenizer import VIS_EXTRA_IDS
+        from .backbones.tokenizer import N_VIS_EXTRA_IDS_PUBLISHED, vis_extra_ids
 
-        params["add_tokens"] = VIS_EXTRA_IDS
+        params["add_tokens"] = vis_extra_ids(N_VIS_EXTRA_IDS_PUBLISHED)
     fetch(args.name, args.out, **params)
 
 
@@ -162,7 +162,13 @@ def finetune_vlbart(args) -> None:
     _check_method_config(args.method, method_config, "finetune-vlbart")
     run(args.data, args.features, args.backbone, args.out, args.method, _train_config(p, "finetune-vlbart", args.seed),
         p["batch_size"], p["task_weights"], resume_dir=args.resume_dir, dropout=p.get("dropout"),
-        method_config=method_config, family=args.family)
+        method_config=method_config, family=args.family, visual=_visual_tokens(p))
+
+
+def _visual_tokens(params: dict):
+    from .train.vl_tasks import VisualTokens
+
+    return VisualTokens.from_dict(params.get("visual"))
 
 
 def _check_method_config(method: str, overrides: dict, command: str) -> None:
@@ -191,15 +197,15 @@ def params(args) -> None:
 
 def evaluate_vlbart(args) -> None:
     from .evaluate.encdec import evaluate_vl_model as run
-    from .train.multitask import load_vl_model
+    from .train.multitask import load_vl_model, visual_tokens
 
     p = parse_params(args.params, "evaluate-vlbart")
+    world = _data_record(args.data)  # before hours of decoding, not after
+    train_log = read_json(Path(args.checkpoint) / "train_log.json")
     model, tok, meta = load_vl_model(args.checkpoint, args.backbone)
     preds: dict | None = {} if args.predictions else None
     tasks = p.pop("tasks", ["vqa", "gqa", "nlvr2", "caption"])
-    metrics = run(model, tok, args.data, args.features, tasks, save_predictions=preds, **p)
-    train_log = read_json(Path(args.checkpoint) / "train_log.json")
-    world = read_json(Path(args.data) / "world.json")
+    metrics = run(model, tok, args.data, args.features, tasks, save_predictions=preds, visual=visual_tokens(meta), **p)
     record = {
         "experiment": args.experiment, "family": meta["family"], "method": meta["method"], "seed": meta["seed"],
         "trainable_params": meta["trainable_params"], "total_params": meta["total_params"],
@@ -309,10 +315,10 @@ def evaluate_epalm(args) -> None:
             raise UserError(f"evaluate-epalm: --checkpoints takes TASK=DIR items, got {item!r}")
         checkpoints[task] = path
     preds: dict | None = {} if args.predictions else None
+    world = _data_record(args.data)  # before hours of decoding, not after
     metrics, metas = run(checkpoints, args.data, args.perception, args.lm, args.encoder, save_predictions=preds, **p)
     first = next(iter(metas.values()))
     logs = {t: read_json(Path(c) / "train_log.json") for t, c in checkpoints.items()}
-    world = read_json(Path(args.data) / "world.json")
     record = {
         "experiment": args.experiment, "method": first["method"], "seed": first["seed"],
         "trainable_params": first["trainable_params"], "total_params": first["total_params"],
@@ -326,6 +332,12 @@ def evaluate_epalm(args) -> None:
     write_json(args.out, record)
     if preds is not None:
         write_json(args.predictions, preds)
+
+
+def _data_record(data_dir: str) -> dict:
+    from .data.tables import data_record
+
+    return data_record(data_dir)
 
 
 def _device() -> str:
@@ -367,7 +379,8 @@ def das_search(args) -> None:
                           p["batch_size"], p.get("method_config"))
         return
     search_skips(args.data, args.features, args.backbone, args.out, args.task, train_cfg,
-                 search_cfg, p["batch_size"], p.get("method_config"), args.family, p.get("dropout"))
+                 search_cfg, p["batch_size"], p.get("method_config"), args.family, p.get("dropout"),
+                 _visual_tokens(p))
 
 
 def das_finetune(args) -> None:
@@ -387,7 +400,7 @@ def das_finetune(args) -> None:
         return
     finetune_vl_model(args.data, args.features, args.backbone, args.out, "das", train_cfg,
                       p["batch_size"], {args.task: 1}, resume_dir=args.resume_dir, dropout=p.get("dropout"),
-                      method_config=method_config, family=args.family)
+                      method_config=method_config, family=args.family, visual=_visual_tokens(p))
 
 
 def das_evaluate(args) -> None:
@@ -423,14 +436,15 @@ def _evaluate_das_encdec(args, p: dict, cost_params: dict):
     from .evaluate.cost import inference_cost
     from .evaluate.encdec import evaluate_vl_model
     from .features.store import FeatureStore
-    from .train.multitask import load_vl_model
+    from .train.multitask import load_vl_model, visual_tokens
     from .train.vl_tasks import VisualBank, load_task, make_batch
 
     model, tok, meta = load_vl_model(args.checkpoint, args.backbone)
-    metrics = evaluate_vl_model(model, tok, args.data, args.features, [args.task], **p)
+    visual = visual_tokens(meta)
+    metrics = evaluate_vl_model(model, tok, args.data, args.features, [args.task], visual=visual, **p)
     ex = load_task(args.data, args.task, p.get("split", "test"), tok)
     n = min(int(cost_params.get("batch_size", 64)), len(ex))
-    batch = make_batch(ex, range(n), VisualBank(FeatureStore(args.features)), tok.pad_token_id, rng=None)
+    batch = make_batch(ex, range(n), VisualBank(FeatureStore(args.features), visual), tok.pad_token_id, rng=None)
     cost = inference_cost(model, batch, repeats=int(cost_params.get("repeats", 20)), warmup=int(cost_params.get("warmup", 3)))
     return {**metrics, **cost}, model, meta
 

@@ -9,6 +9,7 @@ import shutil
 import pytest
 import torch
 
+from vltune.errors import UserError
 from vltune.backbones.pretrained import PUBLISHED, BackboneNotFound, fetch_backbone, load_published, load_saved
 
 
@@ -55,6 +56,34 @@ def test_opt_causal_from_local_folder(tmp_path, tokenizer):
     tokenizer.save_pretrained(tmp_path / "opt")
     model, tok, spec = load_published("opt-350m", source=str(tmp_path / "opt"))
     assert type(model).__name__ == "OPTForCausalLM" and spec.kind == "causal"  # kind of the shipped name
+
+
+def test_a_name_outside_the_shipped_table_takes_its_kind_from_the_folders_config(tmp_path, tokenizer):
+    """An OPT folder under a name vltune does not ship loads as a causal LM (from its config's
+    architectures, or transformers' own model_type mappings when it lists none); a BART one as
+    seq2seq, though transformers also has a BartForCausalLM."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    cfg = OPTConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, ffn_dim=32,
+                    num_attention_heads=2, max_position_embeddings=32, word_embed_proj_dim=16)
+    OPTForCausalLM(cfg).save_pretrained(tmp_path / "opt")
+    tokenizer.save_pretrained(tmp_path / "opt")
+    out = fetch_backbone("my-opt", tmp_path / "bb", source=str(tmp_path / "opt"))
+    assert json.loads((out / "backbone.json").read_text())["kind"] == "causal"
+    config = json.loads((tmp_path / "opt/config.json").read_text())
+    del config["architectures"]
+    (tmp_path / "opt/config.json").write_text(json.dumps(config))
+    model, _, spec = load_published("my-opt", source=str(tmp_path / "opt"))
+    assert spec.kind == "causal" and type(model).__name__ == "OPTForCausalLM"
+
+
+def test_a_config_that_is_no_language_model_is_refused_naming_the_key(tmp_path):
+    from transformers import BertConfig
+
+    BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+               architectures=["BertForMaskedLM"]).save_pretrained(tmp_path / "bert")
+    with pytest.raises(UserError, match="'bert' model.*neither a seq2seq nor a causal LM.*published.kind"):
+        load_published("my-bert", source=str(tmp_path / "bert"))
 
 
 def test_timm_local_folder_round_trip(tmp_path):

@@ -115,3 +115,21 @@ def test_missing_and_corrupt_files(tmp_path):
     junk.write_bytes(b"not arrow at all")
     with pytest.raises(ValueError, match=f"{junk}: not a readable Arrow IPC file"):
         read_table(junk)
+
+
+def test_the_data_record_is_the_worlds_config_or_the_conversions_counts_and_its_absence_is_named(tmp_path):
+    """Evaluations hash the data stage's record: the synthetic world's world.json, a converted
+    dataset's convert.json (which has no world.json); a folder with neither stops with both named."""
+    import json
+
+    from vltune.data.tables import data_record
+    from vltune.errors import UserError
+
+    (tmp_path / "world").mkdir()
+    (tmp_path / "world/world.json").write_text(json.dumps({"config": {"seed": 3}}))
+    assert data_record(tmp_path / "world") == {"config": {"seed": 3}}
+    (tmp_path / "converted").mkdir()
+    (tmp_path / "converted/convert.json").write_text(json.dumps({"vqa": 4, "images": 13}))
+    assert data_record(tmp_path / "converted") == {"vqa": 4, "images": 13}
+    with pytest.raises(UserError, match=r"neither world.json nor convert.json"):
+        data_record(tmp_path)

@@ -43,25 +43,29 @@ def reference(tiny_world, cnn_dir):
     """The reference repositories' way: one image at a time, fp32, PIL bicubic resize."""
     enc = load_encoder(cnn_dir)
     images = read_table(table_path(tiny_world, "images"), "images")
-    ids, grids = images["image_id"].to_pylist(), []
+    ids, grids, pooled = images["image_id"].to_pylist(), [], []
     with torch.inference_mode():
         for blob in images["image"].to_pylist():
             x = _pixels([blob], enc)
-            grids.append(enc.model.forward_features(x).flatten(2).transpose(1, 2)[0])
-    return ids, torch.stack(grids)
+            fmap = enc.model.forward_features(x)
+            grids.append(fmap.flatten(2).transpose(1, 2)[0])
+            pooled.append(fmap.mean((2, 3))[0])  # a plain ResNet's head: global average pooling
+    return ids, torch.stack(grids), torch.stack(pooled)
 
 
 def test_grid_matches_per_image_reference(tiny_world, cnn_dir, reference, tmp_path):
     manifest_path = extract_features(tiny_world, cnn_dir, tmp_path / "store", {"batch_size": 16, "shard_size": 20})
-    ids, ref = reference
+    ids, ref, ref_pooled = reference
     store = FeatureStore(tmp_path / "store")
     manifest = json.loads(manifest_path.read_text())
     assert manifest["count"] == len(ids) == 72 and [s["count"] for s in manifest["shards"]] == [20, 20, 20, 12]
-    assert manifest["keys"] == {"grid": list(ref.shape[1:])}
+    # a CNN writes its grid and its pooled vector, as a ViT CLIP writes its patches and [CLS]
+    assert manifest["keys"] == {"grid": list(ref.shape[1:]), "cls": [ref.shape[-1]]}
     assert manifest["preprocessing"]["resize"] == 32
     got = store.get(ids, "grid")
     assert got.dtype == torch.float16
     torch.testing.assert_close(got.float(), ref.half().float(), atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(store.get(ids, "cls").float(), ref_pooled.half().float(), atol=2e-3, rtol=2e-3)
     assert not (tmp_path / ".store.partial").exists()
 
 

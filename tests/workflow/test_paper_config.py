@@ -110,3 +110,23 @@ def test_a_published_backbone_replaces_its_pretraining_in_the_tiny_config(tmp_pa
     assert len(fetch) == 1 and "--name my-bart" in fetch[0] and '"source": "/models/bart"' in fetch[0]
     assert not any(subcommand(c) == "pretrain-bart" for c in shell)
     assert any(subcommand(c) == "finetune-vlbart" and "--backbone resources/backbones/my-bart" in c for c in shell)
+
+
+def test_more_visual_tokens_per_image_than_the_tokenizer_has_vis_extra_ids_is_refused(tmp_path):
+    """The tiny config's tokenizer has 40 <vis_extra_id_k>; a 7×7 grid plus [CLS] needs 50."""
+    def edit(cfg):
+        cfg.setdefault("features", {})["tokens"] = {"grid_pool": 7, "cls": True}
+
+    proc = snakemake_dry_run(tmp_path, _config(tmp_path, edit))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config key features.tokens: an image gives 50 visual tokens" in out and "has 40" in out
+
+
+def test_the_paper_config_reads_36_pooled_grid_tokens_per_image(tmp_path):
+    proc = snakemake_dry_run(tmp_path, PAPER)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    finetune = next(c for c in shell_commands(proc.stdout) if subcommand(c) == "finetune-vlbart")
+    assert '"visual": {"cls": false, "grid_pool": 6}' in finetune
+    extract = next(c for c in shell_commands(proc.stdout) if subcommand(c) == "extract-features")
+    assert '"tokens"' not in extract  # how the store is read is not how it is extracted

@@ -88,6 +88,9 @@ CLIP = config["backbones"]["clip"]["name"]
 BART = config["backbones"]["bart"]["name"]
 T5 = config["backbones"]["t5"]["name"]
 FEATURES = f"resources/features/{CLIP}/{DATASET}"
+# features.tokens says how the VL models read the store (grid pooling, [CLS]), not how it is extracted.
+EXTRACTION = {k: v for k, v in config["features"].items() if k != "tokens"}
+VISUAL_TOKENS = config["features"]["tokens"]
 TABLES = ["images", "captions", "vqa", "gqa", "nlvr2"]
 # Report categories (`snakemake --report`), one per stage of the design; Provenance = rule graph + ledger.
 CATEGORY = {"data": "Data", "backbones": "Backbones", "merge": "Merging", "pet": "PET", "das": "DAS",
@@ -156,6 +159,33 @@ def published(key):
 PUBLISHED = {b["name"]: key for key, b in config["backbones"].items() if b.get("published") is not None}
 
 
+def check_visual_tokens():
+    """Each visual position of an image reads its own `<vis_extra_id_k>`: as many as an image has
+    visual tokens must be in the VL families' tokenizer (the one trained here has 40, a fetched LM
+    gets VL-T5's 100). Known here when the grid is pooled or the CLIP is pretrained here; otherwise
+    the fine-tuning job checks it against the feature store before training."""
+    from vltune.backbones.tokenizer import N_VIS_EXTRA_IDS, N_VIS_EXTRA_IDS_PUBLISHED
+
+    tokens = config["features"]["tokens"]
+    clip = config["backbones"]["clip"]
+    if tokens["grid_pool"] is not None:
+        cells = tokens["grid_pool"] ** 2
+    elif clip.get("published") is None:
+        cells = (clip["arch"]["image_size"] // clip["arch"]["patch_size"]) ** 2
+    else:
+        return
+    need = cells + int(tokens["cls"])
+    used = set(config["vlpet"]["families"]) | ({"bart"} if (config.get("das") or {}).get("tasks") else set())
+    for key in sorted(used):
+        have = N_VIS_EXTRA_IDS_PUBLISHED if config["backbones"][key].get("published") is not None else N_VIS_EXTRA_IDS
+        if need > have:
+            raise ValueError(f"config key features.tokens: an image gives {need} visual tokens, but the "
+                             f"tokenizer of backbones.{key} has {have} <vis_extra_id_k>; set features.tokens.grid_pool")
+
+
+check_visual_tokens()
+
+
 def backbone_ledger(key):
     """The ledger record of the job that makes backbones.<key>: fetched or pretrained."""
     name = config["backbones"][key]["name"]
@@ -187,7 +217,7 @@ def finetune_params(wildcards):
     v = config["vlpet"]
     keys = ("batch_size", "task_weights", "dropout")
     return as_json({**{k: v[k] for k in keys}, "train": {**v["train"], "steps": int(wildcards.steps)},
-                    "method_config": v["method_configs"].get(wildcards.method, {})})
+                    "method_config": v["method_configs"].get(wildcards.method, {}), "visual": VISUAL_TOKENS})
 
 
 def main_budget_first(wildcards):
@@ -364,7 +394,7 @@ def vit_params(wildcards=None):
 
 
 def perception_params(wildcards=None):
-    return as_json({**config["features"], "normalize": config["epalm"]["normalize"]})
+    return as_json({**EXTRACTION, "normalize": config["epalm"]["normalize"]})
 
 
 def epalm_inputs(wildcards):
@@ -514,7 +544,8 @@ def das_config():
 
 def _das_common():
     d = das_config()
-    return {"batch_size": d["batch_size"], "dropout": d["dropout"], "method_config": d["method_config"]}
+    return {"batch_size": d["batch_size"], "dropout": d["dropout"], "method_config": d["method_config"],
+            "visual": VISUAL_TOKENS}
 
 
 def das_search_params(wildcards):

@@ -10,7 +10,7 @@ rule extract_features:
         ledger=f"results/ledger/extract_features/{CLIP}/{DATASET}.json",
     params:
         data=tables_dir,
-        hp=as_json(config["features"]),
+        hp=as_json(EXTRACTION),
     log:
         f"logs/extract_features/{CLIP}/{DATASET}.log",
     benchmark:

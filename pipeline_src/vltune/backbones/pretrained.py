@@ -89,6 +89,34 @@ def _not_found(name: str, source: str, cache_dir, err: Exception) -> BackboneNot
                             f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
 
 
+def model_kind(source: str, name: str, cache_dir=None) -> str:
+    """seq2seq or causal, from a transformers config (a local folder's config.json or a Hub id's):
+    its ``architectures``, or (a config that lists none) what transformers' own auto mappings list
+    for its ``model_type`` (an encoder-decoder type such as BART is in both; it loads as seq2seq)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES)
+
+    try:
+        cfg = AutoConfig.from_pretrained(source, cache_dir=cache_dir, local_files_only=offline())
+    except (OSError, ValueError) as e:
+        raise BackboneNotFound(f"backbone {name!r}: cannot read the config of {source!r} to tell its kind "
+                               f"(give backbones.<key>.published.kind: seq2seq | causal): {str(e).splitlines()[0]}") from None
+    archs = cfg.architectures or []
+    for arch in archs:
+        if arch.endswith(("ForConditionalGeneration", "Seq2SeqLM")):
+            return "seq2seq"
+        if arch.endswith("ForCausalLM"):
+            return "causal"
+    if not archs:  # only then the type decides: transformers' mappings list BERT as causal too
+        if cfg.model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES or getattr(cfg, "is_encoder_decoder", False):
+            return "seq2seq"
+        if cfg.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+            return "causal"
+    raise UserError(f"backbone {name!r}: {source!r} is a {cfg.model_type!r} model with architectures "
+                    f"{cfg.architectures}, neither a seq2seq nor a causal LM; give backbones.<key>.published.kind")
+
+
 def _auto_class(kind: str):
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
@@ -109,7 +137,8 @@ def load_published(name: str, source: str | None = None, kind: str | None = None
     if is_local and not local.is_dir():
         raise BackboneNotFound(f"backbone {name!r}: local folder {local} does not exist")
     library = library or (folder_library(local) if is_local else entry.library if entry else "transformers")
-    kind = kind or (entry.kind if entry else "image" if library == "timm" else "seq2seq")
+    kind = kind or (entry.kind if entry else "image" if library == "timm" else
+                    model_kind(str(local) if is_local else source, name, cache_dir))
     spec = Published(library, str(local) if is_local else source, kind)
     if library == "timm":
         import timm

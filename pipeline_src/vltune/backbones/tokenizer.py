@@ -12,9 +12,26 @@ from pathlib import Path
 from typing import Iterable
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "<unk>", "</s>", "<mask>"]
-# One learned "which visual token am I" embedding per visual position (VL-T5's <vis_extra_id_k>).
+# One learned "which visual token am I" embedding per visual position of an image (VL-T5's
+# <vis_extra_id_k>): the tokenizer trained here holds 40 (the tiny CLIP's grid + [CLS] is 17); a
+# published LM gets VL-T5's 100 when it is fetched (RN101's 7 × 7 grid is 49, pooled 36).
 N_VIS_EXTRA_IDS = 40
-VIS_EXTRA_IDS = [f"<vis_extra_id_{k}>" for k in range(N_VIS_EXTRA_IDS)]
+N_VIS_EXTRA_IDS_PUBLISHED = 100
+
+
+def vis_extra_ids(n: int) -> list[str]:
+    return [f"<vis_extra_id_{k}>" for k in range(n)]
+
+
+VIS_EXTRA_IDS = vis_extra_ids(N_VIS_EXTRA_IDS)
+
+
+def vis_token_ids(tokenizer) -> list[int]:
+    """Ids of ``<vis_extra_id_0>``, ``<vis_extra_id_1>``, … as far as ``tokenizer`` has them in a row."""
+    vocab, ids = tokenizer.get_vocab(), []
+    while (token := f"<vis_extra_id_{len(ids)}>") in vocab:
+        ids.append(vocab[token])
+    return ids
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path, max_length: int = 64):

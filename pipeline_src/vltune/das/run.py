@@ -13,8 +13,8 @@ from ..errors import UserError
 from ..features.store import FeatureStore
 from ..models.encdec import per_example_loss
 from ..train.loop import TrainConfig
-from ..train.multitask import apply_method, build_vl_model
-from ..train.vl_tasks import TASKS, VisualBank, load_task, make_batch
+from ..train.multitask import apply_method, build_vl_model, check_visual_room
+from ..train.vl_tasks import TASKS, VisualBank, VisualTokens, load_task, make_batch
 from ..utils.io import read_json, write_json
 from .search import SearchConfig, run_search
 from .supernet import build_supernet
@@ -30,14 +30,15 @@ def _weighted_loss(m, b) -> torch.Tensor:
 
 def search_skips(data_dir, features_dir, backbone_dir, out_json, task: str, train_cfg: TrainConfig,
                  search_cfg: SearchConfig, batch_size: int, method_config: dict | None = None,
-                 family: str = "bart", dropout: float | None = None) -> dict:
+                 family: str = "bart", dropout: float | None = None, visual: VisualTokens | None = None) -> dict:
     """Search which ``search_cfg.k`` encoder blocks of the ``family`` VL model to skip for ``task``
     (training batches from its train split, reward batches from its val split); writes ``out_json``."""
     if task not in TASKS:
         raise UserError(f"das search: unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    bank = VisualBank(FeatureStore(features_dir))
+    bank = VisualBank(FeatureStore(features_dir), visual)
     torch.manual_seed(train_cfg.seed)
     model, tok = build_vl_model(family, backbone_dir, bank.dim, dropout)
+    check_visual_room(model, bank, backbone_dir)
     apply_method(model, "das", {**(method_config or {}), "skip": []})
     wrappers = build_supernet(model, model.pet_config)
     train_ex, val_ex = load_task(data_dir, task, "train", tok), load_task(data_dir, task, "val", tok)

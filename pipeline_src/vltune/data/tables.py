@@ -149,3 +149,21 @@ def read_table(path: str | os.PathLike, kind: str | None = None) -> pa.Table:
         return table
     validate_table(table, kind, source=str(path))
     return table.select(SCHEMAS[kind].names)
+
+
+# What the data stage writes beside the tables: the synthetic world's config (make_world) or the
+# conversion's counts (convert). A metrics record hashes it, so scores name the data they came from.
+DATA_RECORDS = ("world.json", "convert.json")
+
+
+def data_record(data_dir: str | os.PathLike) -> dict:
+    """The JSON of the data stage's record in ``data_dir`` (the first of :data:`DATA_RECORDS` there)."""
+    from ..errors import UserError
+    from ..utils.io import read_json
+
+    for name in DATA_RECORDS:
+        path = Path(data_dir) / name
+        if path.is_file():
+            return read_json(path)
+    raise UserError(f"{data_dir}: neither {' nor '.join(DATA_RECORDS)} (the data stage writes one beside the "
+                    "tables: run make_world or convert)")

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..features.store import FeatureStore
-from ..train.vl_tasks import VisualBank, load_task, make_batch
+from ..train.vl_tasks import VisualBank, VisualTokens, load_task, make_batch
 from .caption import caption_metrics
 from .metrics import binary_accuracy, exact_match_accuracy
 from .vqa import vqa_accuracy
@@ -52,12 +52,13 @@ def nlvr2_predictions(model, tok, ex, bank, batch_size: int) -> list[bool]:
 def evaluate_vl_model(model, tok, data_dir: str | Path, features_dir: str | Path, tasks, split: str = "test",
                       batch_size: int = 256, caption_beams: int = 5, caption_max_len: int = 30,
                       answer_max_len: int = 8, save_predictions: dict | None = None,
-                      max_examples: int | None = None) -> dict:
+                      max_examples: int | None = None, visual: VisualTokens | None = None) -> dict:
     """Metrics for each task in ``tasks`` on ``split``: ``{"vqa_accuracy": .., "caption_cider": .., ...}``.
 
     ``max_examples``: evaluate on the first this many examples of each task (table order), e.g. for
-    smoke-test runs; ``None`` = all. The counts used are returned as ``<task>_examples``."""
-    bank = VisualBank(FeatureStore(features_dir))
+    smoke-test runs; ``None`` = all. The counts used are returned as ``<task>_examples``.
+    ``visual``: the visual-token settings the model was trained with."""
+    bank = VisualBank(FeatureStore(features_dir), visual)
     model.eval()
     metrics: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -6,8 +6,9 @@ Encoders (:func:`load_encoder`, from a backbone folder):
   patch tokens after the last layer, ``cls`` = the pooled [CLS] after the final LayerNorm,
   ``pooled`` = the projected CLIP image embedding.
 - a timm CNN (CLIP RN101): ``grid`` = ``forward_features``, the layer-4 map before attention
-  pooling, as (H·W, C) tokens: 49 × 2048 at 224 px (VL-PET max-pools it to 6×6 when loading,
-  seeds-spec §5.1). Run channels_last.
+  pooling, as (H·W, C) tokens: 49 × 2048 at 224 px (VL-PET max-pools it to 6×6 when loading:
+  ``features.tokens.grid_pool``); ``cls`` = the head's pooled vector before any projection (RN101:
+  its attention pool, 2048 wide; a plain ResNet: its global average pool). Run channels_last.
 - a timm ViT (ViT-B/16, ViT-L/16, CLIP ViT-B/32): ``cls_layers`` = every block's [CLS] after the
   final norm (eP-ALM reads the last six, seeds-spec §3(b)), ``cls`` = the final pooled vector.
 
@@ -101,7 +102,8 @@ class Encoder:
         if self.kind == "timm-cnn":
             grid = self.model.forward_features(x.contiguous(memory_format=torch.channels_last)
                                                if x.is_cuda else x)
-            return {"grid": grid.flatten(2).transpose(1, 2)}  # (B, C, H, W) → (B, H·W, C)
+            # (B, C, H, W) → (B, H·W, C); the pooled vector is the image's one summary token
+            return {"grid": grid.flatten(2).transpose(1, 2), "cls": self.model.forward_head(grid, pre_logits=True)}
         inter = self.model.forward_intermediates(x, norm=True, output_fmt="NLC", return_prefix_tokens=True,
                                                  intermediates_only=True)
         cls_layers = torch.stack([prefix[:, 0] for _, prefix in inter], dim=1)

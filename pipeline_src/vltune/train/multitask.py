@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backbones.tokenizer import VIS_EXTRA_IDS, load_tokenizer
+from ..backbones.tokenizer import load_tokenizer, vis_token_ids
 from ..errors import UserError
 from ..features.store import FeatureStore
 from ..models.encdec import VL_FAMILIES, VLEncoderDecoder, per_example_loss
@@ -20,7 +20,7 @@ from ..pet import apply_pet, count_parameters, is_pet_dir, load_pet, method_name
 from ..utils.io import read_json, write_json
 from .distributed import is_main_process
 from .loop import TrainConfig, train
-from .vl_tasks import VisualBank, load_task, make_batch, task_schedule
+from .vl_tasks import VisualBank, VisualTokens, load_task, make_batch, task_schedule
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,22 @@ def build_vl_model(family: str, backbone_dir: str | Path, feat_dim: int, dropout
     tok = load_tokenizer(backbone_dir)
     overrides = {} if dropout is None else cls.dropout_overrides(dropout)
     lm = cls.lm_class().from_pretrained(str(backbone_dir), **overrides)
-    return cls(lm, feat_dim, tok.convert_tokens_to_ids(VIS_EXTRA_IDS)), tok
+    return cls(lm, feat_dim, vis_token_ids(tok)), tok
+
+
+def check_visual_room(model: VLEncoderDecoder, bank: VisualBank, tokenizer_dir: str | Path) -> None:
+    """Each visual position of an image reads its own ``<vis_extra_id_k>``: the tokenizer needs at
+    least as many as an image has visual tokens."""
+    have, need = len(model.vis_token_ids), bank.tokens_per_image
+    if have < need:
+        raise UserError(f"{tokenizer_dir}: the tokenizer has {have} <vis_extra_id_k> tokens, but an image gives "
+                        f"{need} visual tokens (features.tokens {bank.visual.to_dict()}); pool the grid "
+                        "(features.tokens.grid_pool) or fetch the backbone again so its tokenizer gets them")
+
+
+def visual_tokens(meta: dict) -> VisualTokens:
+    """The visual-token settings a checkpoint was trained with (older ones: the grid + [CLS])."""
+    return VisualTokens.from_dict(meta.get("visual"))
 
 
 def build_vlbart(backbone_dir: str | Path, feat_dim: int, dropout: float | None = None):
@@ -117,20 +132,23 @@ def load_vl_model(ckpt_dir: str | Path, backbone_dir: str | Path | None = None) 
         load_pet(model, ckpt_dir / PET_SUBDIR)
         return model.eval(), tok, meta
     lm = cls.lm_class()(AutoConfig.from_pretrained(str(ckpt_dir)))
-    model = cls(lm, meta["feat_dim"], tok.convert_tokens_to_ids(VIS_EXTRA_IDS))
+    model = cls(lm, meta["feat_dim"], vis_token_ids(tok))
     load_model(model, str(ckpt_dir / "model.safetensors"))
     return model.eval(), tok, meta
 
 
 def finetune_vl_model(data_dir, features_dir, backbone_dir, out_dir, method: str, train_cfg: TrainConfig,
                       batch_size: int, task_weights: dict[str, int], resume_dir=None,
-                      dropout: float | None = None, family: str = "bart", method_config: dict | None = None) -> dict:
+                      dropout: float | None = None, family: str = "bart", method_config: dict | None = None,
+                      visual: VisualTokens | None = None) -> dict:
     """Multitask fine-tuning of the ``family`` VL model on ``backbone_dir``; writes the checkpoint
-    and ``train_log.json`` into ``out_dir`` and returns the training summary + parameter counts."""
-    store = FeatureStore(features_dir)
-    bank = VisualBank(store)
+    and ``train_log.json`` into ``out_dir`` and returns the training summary + parameter counts.
+    ``visual``: which features form an image's visual tokens (recorded in the checkpoint)."""
+    visual = visual or VisualTokens()
+    bank = VisualBank(FeatureStore(features_dir), visual)
     torch.manual_seed(train_cfg.seed)  # the new modules' init depends on the run seed only
     model, tok = build_vl_model(family, backbone_dir, bank.dim, dropout)
+    check_visual_room(model, bank, backbone_dir)
     apply_method(model, method, method_config)
     data = {t: load_task(data_dir, t, "train", tok) for t in task_weights}
     for t, ex in data.items():
@@ -151,7 +169,8 @@ def finetune_vl_model(data_dir, features_dir, backbone_dir, out_dir, method: str
     if not is_main_process():  # rank 0 writes the checkpoint
         return {**result, **params}
     save_vl_model(model, tok, out_dir, {"method": method, "seed": train_cfg.seed, "features": str(features_dir),
-                                        "dropout": dropout, "backbone": str(backbone_dir), **params})
+                                        "dropout": dropout, "backbone": str(backbone_dir), "visual": visual.to_dict(),
+                                        **params})
     write_json(Path(out_dir) / "train_log.json", {**result, **params})
     return {**result, **params}
 

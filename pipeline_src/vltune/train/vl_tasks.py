@@ -3,7 +3,8 @@ and single-task batches (seeds-spec §1(d) "Multi-task data loading").
 
 Each task is text generation: a task prompt before the question/statement (``vqa:``, ``gqa:``,
 ``nlvr:``, ``caption:``; the reference code's ``gpa:`` typo for GQA is not kept), visual tokens =
-the image's CLIP grid tokens + its [CLS] (two images side by side for NLVR2, told apart by the
+the image's grid tokens (max-pooled when ``features.tokens.grid_pool`` says) + its [CLS]
+(when ``features.tokens.cls``) (two images side by side for NLVR2, told apart by the
 image-order embedding). VQA targets are sampled ∝ their soft score and the loss is weighted by it.
 """
 
@@ -17,6 +18,7 @@ import pyarrow.compute as pc
 import torch
 
 from ..data.tables import read_table, table_path
+from ..errors import UserError
 from ..evaluate.vqa import soft_scores
 from ..features.store import FeatureStore
 from ..utils.tensors import pad_sequences
@@ -45,15 +47,61 @@ class TaskExamples:
                             list(self.refs[:n]), list(self.ids[:n]))
 
 
-class VisualBank:
-    """All images' visual tokens in memory: ``[grid ; cls]`` per image, float32."""
+@dataclass(frozen=True)
+class VisualTokens:
+    """How an image becomes visual tokens: its grid, max-pooled to ``grid_pool`` × ``grid_pool``
+    cells (``None``: as extracted), then its one summary vector (``cls``: a ViT's [CLS], a CNN's
+    attention-pool output) when ``cls`` is set. The released code of VL-Adapter
+    (https://arxiv.org/abs/2112.06825) and VL-PET (https://arxiv.org/abs/2308.09804) max-pools CLIP
+    RN101's 7 × 7 grid to 6 × 6 and adds no summary vector: 36 tokens per image, 72 for a pair."""
 
-    def __init__(self, store: FeatureStore, keys: tuple[str, ...] = ("grid", "cls")):
-        parts, ids = [], None
-        for key in keys:
-            key_ids, feats = store.all(key)
-            ids = ids or key_ids
-            parts.append(feats.float() if feats.ndim == 3 else feats.float().unsqueeze(1))
+    grid_pool: int | None = None
+    cls: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "VisualTokens":
+        d = dict(d or {})
+        unknown = set(d) - {"grid_pool", "cls"}
+        if unknown:
+            raise UserError(f"features.tokens: unknown key {sorted(unknown)[0]!r} (known: cls, grid_pool)")
+        grid_pool = d.get("grid_pool")
+        if grid_pool is not None and (not isinstance(grid_pool, int) or grid_pool < 1):
+            raise UserError(f"features.tokens.grid_pool must be a positive integer or null, got {grid_pool!r}")
+        return cls(grid_pool, bool(d.get("cls", True)))
+
+    def to_dict(self) -> dict:
+        return {"grid_pool": self.grid_pool, "cls": self.cls}
+
+
+def pool_grid(grid: torch.Tensor, size: int, where: str = "the feature store") -> torch.Tensor:
+    """(N, H·W, C) square grids → (N, size², C) by adaptive max pooling (VL-PET's ``Downsample``)."""
+    n, cells, dim = grid.shape
+    side = int(round(cells ** 0.5))
+    if side * side != cells:
+        raise UserError(f"{where}: grid of {cells} cells is not square; features.tokens.grid_pool needs a square grid")
+    if size > side:
+        raise UserError(f"features.tokens.grid_pool {size} is larger than the {side}×{side} grid of {where}")
+    if size == side:
+        return grid
+    maps = grid.transpose(1, 2).reshape(n, dim, side, side)
+    return torch.nn.functional.adaptive_max_pool2d(maps, size).flatten(2).transpose(1, 2)
+
+
+class VisualBank:
+    """All images' visual tokens in memory, float32: ``[grid ; cls]`` per image as ``visual`` says."""
+
+    def __init__(self, store: FeatureStore, visual: VisualTokens | None = None):
+        visual = visual or VisualTokens()
+        if "grid" not in store.keys:
+            raise UserError(f"{store.root}: the feature store has no 'grid' feature (has {sorted(store.keys)})")
+        if visual.cls and "cls" not in store.keys:
+            raise UserError(f"{store.root}: the feature store has no 'cls' feature (has {sorted(store.keys)}); "
+                            "set features.tokens.cls: false to use the grid alone")
+        ids, grid = store.all("grid")
+        parts = [grid.float() if visual.grid_pool is None else pool_grid(grid.float(), visual.grid_pool, str(store.root))]
+        if visual.cls:
+            parts.append(store.all("cls")[1].float().unsqueeze(1))
+        self.visual = visual
         self.tokens = torch.cat(parts, dim=1)
         self.index = {iid: i for i, iid in enumerate(ids)}
         self.tokens_per_image, self.dim = self.tokens.shape[1], self.tokens.shape[2]

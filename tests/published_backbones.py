@@ -28,10 +28,12 @@ published. The ResNet (clip-rn101) keeps its layout always.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 SEED = 0
@@ -105,7 +107,8 @@ def _bpe_vocab_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(vocab_size=3000, min_frequency=2, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_corpus(), trainer)
+    with _serial_tokenizers():
+        tok.train_from_iterator(_corpus(), trainer)
     import json
 
     model = json.loads(tok.to_str())["model"]
@@ -143,6 +146,20 @@ def opt_tokenizer():
                              pad_token="<pad>", add_bos_token=True)
 
 
+@contextlib.contextmanager
+def _serial_tokenizers():
+    old = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = old
+
+
+@functools.cache
 def _t5_pieces() -> list[tuple[str, float]]:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
@@ -153,11 +170,21 @@ def _t5_pieces() -> list[tuple[str, float]]:
         pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)])
     trainer = trainers.UnigramTrainer(vocab_size=2000, special_tokens=specials, unk_token="<unk>",
                                       show_progress=False)
-    tok.train_from_iterator(_corpus(), trainer)
+    with _serial_tokenizers():  # EM's sums over threads differ in the last bits between runs
+        tok.train_from_iterator(_corpus(), trainer)
     import json
 
     pieces = [(p, float(s)) for p, s in json.loads(tok.to_str())["model"]["vocab"]]
     assert [p for p, _ in pieces[:3]] == specials
+    # The trainer adds the corpus' characters it did not keep below every piece it kept, each 1e-4
+    # below the last, in hash order: give them those scores in character order. Then canonical
+    # order and rounded scores, so the same pieces always give the same file.
+    lowest_kept = min(sc for p, sc in pieces[3:] if len(p) > 1)
+    singles = {p: sc for p, sc in pieces[3:] if len(p) == 1}
+    run = [p for p, sc in singles.items() if sc < lowest_kept]
+    rescored = dict(zip(sorted(run), sorted((singles[p] for p in run), reverse=True)))
+    pieces = [(p, rescored.get(p, sc)) for p, sc in pieces]
+    pieces = pieces[:3] + sorted(((p, round(s, 6)) for p, s in pieces[3:]), key=lambda ps: (-ps[1], ps[0]))
     floor = min(s for _, s in pieces[3:]) - 100.0
     seen = {p for p, _ in pieces}
     k = 0
@@ -174,7 +201,7 @@ def t5_tokenizer():
     sentinels, ``<extra_id_0>`` = 32099."""
     from transformers import T5TokenizerFast
 
-    return T5TokenizerFast(vocab=_t5_pieces(), extra_ids=T5_EXTRA_IDS, model_max_length=512)
+    return T5TokenizerFast(vocab=list(_t5_pieces()), extra_ids=T5_EXTRA_IDS, model_max_length=512)
 
 
 # --- configs ----------------------------------------------------------------------------------
@@ -295,3 +322,26 @@ def write_backbones(root: str | os.PathLike, names=NAMES, layers: int | None = N
     all but clip-rn101, which is always whole."""
     root = Path(root)
     return {n: write_backbone(n, root / n, None if n == "clip-rn101" else layers) for n in names}
+
+
+class BackboneFolders(Mapping):
+    """name → folder under ``root``, each written on first access (so a test that needs one
+    backbone does not pay for all). ``layers`` as in :func:`write_backbones`."""
+
+    def __init__(self, root: str | os.PathLike, layers: int | None = None, names=NAMES):
+        self.root, self.layers, self.names = Path(root), layers, tuple(names)
+        self._done: dict[str, Path] = {}
+
+    def __getitem__(self, name: str) -> Path:
+        if name not in self.names:
+            raise KeyError(name)
+        if name not in self._done:
+            layers = None if name == "clip-rn101" else self.layers
+            self._done[name] = write_backbone(name, self.root / name, layers)
+        return self._done[name]
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)

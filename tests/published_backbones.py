@@ -248,6 +248,11 @@ def opt_config(layers: int | None = None):
 
 
 CONFIG = {"bart-base": bart_config, "t5-base": t5_config, "opt-125m": opt_config}
+
+# Generation settings in the published config.json that transformers 5 keeps out of the model
+# config: from_pretrained moves them into the generation config, so a fetched facebook/bart-base
+# saves them in generation_config.json (and generate() uses them unless told otherwise).
+GENERATION = {"bart-base": dict(forced_bos_token_id=0, num_beams=4, no_repeat_ngram_size=3, early_stopping=True)}
 TOKENIZER = {"bart-base": bart_tokenizer, "t5-base": t5_tokenizer, "opt-125m": opt_tokenizer}
 
 
@@ -278,7 +283,10 @@ def build_model(name: str, layers: int | None = None, device: str | None = None)
             from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
             auto = AutoModelForCausalLM if KIND[name] == "causal" else AutoModelForSeq2SeqLM
-            return auto.from_config(CONFIG[name](layers)).eval()
+            model = auto.from_config(CONFIG[name](layers)).eval()
+            for key, value in GENERATION.get(name, {}).items():
+                setattr(model.generation_config, key, value)
+            return model
 
 
 def parameter_count(name: str, layers: int | None = None) -> int:

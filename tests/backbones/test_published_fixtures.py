@@ -86,6 +86,12 @@ def test_transformers_folder_loads_with_auto_classes(name, published_backbones):
     for (k, v), (k2, v2) in zip(model.state_dict().items(), ref.state_dict().items()):
         assert k == k2 and torch.equal(v, v2), k
 
+    gen = model.generation_config
+    assert (gen.bos_token_id, gen.eos_token_id, gen.pad_token_id) == (
+        cfg.get("bos_token_id"), cfg["eos_token_id"], cfg["pad_token_id"])
+    if name == "bart-base":  # the published config.json's generation settings, as transformers 5 moves them
+        assert (gen.forced_bos_token_id, gen.forced_eos_token_id, gen.num_beams, gen.no_repeat_ngram_size) == (0, 2, 4, 3)
+
     tok = AutoTokenizer.from_pretrained(folder)
     size, specials = TOKENS[name]
     assert len(tok) == size

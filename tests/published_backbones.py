@@ -19,7 +19,12 @@ special tokens at their published ids:
 - T5: a Unigram over Metaspace pieces, 32000 pieces (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2) then
   ``<extra_id_99>`` … ``<extra_id_0>`` at 32000 … 32099, as google-t5/t5-base. Fillers are pieces
   of private-use characters (never in text) with a very low score. Unlike the real one it has no
-  precompiled NFKC normalizer.
+  precompiled NFKC normalizer. (The corpus yields a few hundred learned pieces in either model.)
+
+bart-base's generation settings from its published config.json (forced_bos_token_id 0, 4 beams,
+no_repeat_ngram_size 3, early_stopping) go to generation_config.json, where transformers 5 puts
+them when it loads the real one. In tests: the ``published_backbones`` / ``published_backbones_full``
+fixtures of tests/conftest.py.
 
 ``layers`` cuts the depth (BART/T5 encoder and decoder layers, OPT's decoder layers, the ViT's
 blocks); width, heads, vocabulary, special tokens, positions, image size and patch stay as

@@ -90,7 +90,8 @@ def test_transformers_folder_loads_with_auto_classes(name, published_backbones):
     assert (gen.bos_token_id, gen.eos_token_id, gen.pad_token_id) == (
         cfg.get("bos_token_id"), cfg["eos_token_id"], cfg["pad_token_id"])
     if name == "bart-base":  # the published config.json's generation settings, as transformers 5 moves them
-        assert (gen.forced_bos_token_id, gen.forced_eos_token_id, gen.num_beams, gen.no_repeat_ngram_size) == (0, 2, 4, 3)
+        assert (gen.forced_bos_token_id, gen.forced_eos_token_id) == (0, 2)
+        assert (gen.num_beams, gen.no_repeat_ngram_size, gen.early_stopping) == (4, 3, True)
 
     tok = AutoTokenizer.from_pretrained(folder)
     size, specials = TOKENS[name]
@@ -104,7 +105,7 @@ def test_transformers_folder_loads_with_auto_classes(name, published_backbones):
     ids = tok(text)["input_ids"]
     head, tail = WRAP[name]
     assert ids[:len(head)] == head and ids[len(ids) - len(tail):] == tail
-    assert tok.unk_token_id not in ids[len(head):len(ids) - len(tail)] or name == "opt-125m"
+    assert tok.unk_token_id not in ids[len(head):len(ids) - len(tail)]
     assert len(ids) - len(head) - len(tail) <= 20  # words, not characters
     assert tok.decode(ids, skip_special_tokens=True) == text
     assert max(tok(["a b c", text], padding=True)["input_ids"][0]) < model.get_input_embeddings().num_embeddings
@@ -124,7 +125,8 @@ def test_timm_folders_load_with_local_dir(published_backbones):
     vit = timm.create_model(f"local-dir:{published_backbones['vit-b16']}", pretrained=True, num_classes=0).eval()
     rn = timm.create_model(f"local-dir:{published_backbones['clip-rn101']}", pretrained=True, num_classes=0).eval()
     assert sum(p.numel() for p in rn.parameters()) == 55_210_848
-    assert (len(vit.blocks), vit.embed_dim, vit.blocks[0].attn.num_heads, vit.patch_embed.patch_size) == (2, 768, 12, (16, 16))
+    assert (len(vit.blocks), vit.embed_dim, vit.blocks[0].attn.num_heads) == (2, 768, 12)
+    assert vit.patch_embed.patch_size == (16, 16) and vit.patch_embed.grid_size == (14, 14)
     assert vit.pretrained_cfg["tag"] == "augreg2_in21k_ft_in1k" and rn.pretrained_cfg["tag"] == "openai"
     assert vit.pretrained_cfg["mean"] == [0.5] * 3 and vit.pretrained_cfg["input_size"] == (3, 224, 224)
     assert rn.pretrained_cfg["mean"] == [0.48145466, 0.4578275, 0.40821073]

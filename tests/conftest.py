@@ -1,5 +1,6 @@
-"""Shared fixtures: a tiny shapes world and a tokenizer trained on it (built once per session), and
-a loader for Python files that are not importable (bench/ scripts, another folder's test file)."""
+"""Shared fixtures: a tiny shapes world and a tokenizer trained on it (built once per session), the
+published backbones' architectures with random weights (published_backbones.py), and a loader for
+Python files that are not importable (bench/ scripts, another folder's test file)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,25 @@ def t5_tokenizer(tokenizer_dir):
     from vltune.backbones.t5 import load_t5_tokenizer
 
     return load_t5_tokenizer(tokenizer_dir)
+
+
+CUT_LAYERS = 2  # the published backbones' depth in the session folders (width, vocab, heads as published)
+
+
+@pytest.fixture(scope="session")
+def published_backbones(tmp_path_factory):
+    """name → a local folder holding that published backbone (bart-base, t5-base, opt-125m, vit-b16,
+    clip-rn101) as the Hub gives it after save_pretrained / save_for_hf, with random weights and
+    depth cut to 2 layers (clip-rn101 whole); each written on first use. For the pipeline's
+    ``published: {source: <folder>}``."""
+    from published_backbones import BackboneFolders
+
+    return BackboneFolders(tmp_path_factory.mktemp("published"), layers=CUT_LAYERS)
+
+
+@pytest.fixture(scope="session")
+def published_backbones_full(tmp_path_factory):
+    """As ``published_backbones`` at the published depth (0.2-0.9 GB a folder)."""
+    from published_backbones import BackboneFolders
+
+    return BackboneFolders(tmp_path_factory.mktemp("published-full"))

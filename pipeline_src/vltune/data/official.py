@@ -13,8 +13,11 @@ Sources (each one a raw folder as the downloader leaves it, archives unpacked):
 - ``nlvr2``: JSON-lines ``train.json``, ``dev.json``, ``test1.json`` (→ train/val/test, test-P) +
   the image folders; image ids follow the feature files of VL-Adapter (``train-10171-0-img0``).
 
-Image ids (seeds-spec §5.1): the COCO file stem (``COCO_val2014_000000391895``), GQA/VG
-``imageId``, NLVR2 ``<pair>-img0/1``, Flickr30k file stem. Images stay as their encoded bytes and
+Image ids (seeds-spec §5.1) are namespaced by the source the image comes from, so equal file
+stems of two sources (Flickr30k and GQA/VG both use bare numbers) never meet in one table:
+``coco/<file stem>`` (``coco/COCO_val2014_000000391895``; VQA v2 questions point at these),
+``flickr30k/<file stem>``, ``gqa/<imageId>``, ``nlvr2/<pair>-img0`` / ``-img1``. Within one source
+an image stem found twice is an error naming both files. Images stay as their encoded bytes and
 are stored once per dataset, however many tasks use them. Real images have no scene description,
 so the ``scene`` column is empty.
 """
@@ -41,6 +44,8 @@ GQA_FILES = {"train": "train_balanced_questions.json", "val": "val_balanced_ques
              "test": "testdev_balanced_questions.json"}
 NLVR2_FILES = {"train": "train.json", "val": "dev.json", "test": "test1.json"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Image id prefix per source that holds images (VQA v2 questions use the coco2014 images).
+IMAGE_NAMESPACE = {"coco2014": "coco", "flickr30k": "flickr30k", "gqa": "gqa", "nlvr2": "nlvr2"}
 
 
 class ConvertError(UserError):
@@ -71,20 +76,32 @@ def _need(record: dict, keys: Iterable[str], where: str) -> None:
             raise ConvertError(f"{where}: record has no {k!r} field: {str(record)[:200]}")
 
 
-def index_images(raw: Path) -> dict[str, Path]:
-    """image file stem → path, for every image under ``raw`` (one walk, not one lookup per image)."""
+def image_id(source: str, stem: str) -> str:
+    """The canonical id of image ``stem`` (file stem, GQA ``imageId``) of ``source``."""
+    return f"{IMAGE_NAMESPACE[source]}/{stem}"
+
+
+def index_images(raw: Path, source: str) -> dict[str, Path]:
+    """image id (namespaced by ``source``) → path, for every image under ``raw`` (one walk, not one
+    lookup per image); a stem found twice is an error naming both files."""
     index: dict[str, Path] = {}
-    for root, _dirs, files in os.walk(raw):
-        for f in files:
+    for root, dirs, files in os.walk(raw):
+        dirs.sort()
+        for f in sorted(files):
             stem, ext = os.path.splitext(f)
             if ext.lower() in IMAGE_SUFFIXES:
-                index.setdefault(stem, Path(root) / f)
+                key, path = image_id(source, stem), Path(root) / f
+                if key in index:
+                    raise ConvertError(f"{path}: image {key!r} of {source} is also {index[key]}; "
+                                       "expected one file per image")
+                index[key] = path
     return index
 
 
 # ----------------------------------------------------------------------------- per-source readers
-def read_karpathy(path: Path) -> list[dict]:
-    """Karpathy's ``dataset_{coco,flickr30k}.json`` → [{image_id, split, captions}], file order."""
+def read_karpathy(path: Path, source: str) -> list[dict]:
+    """Karpathy's ``dataset_{coco,flickr30k}.json`` → [{image_id, split, captions}], file order;
+    image ids namespaced by ``source`` (coco2014 or flickr30k)."""
     data = _load_json(path)
     if "images" not in data:
         raise ConvertError(f"{path}: no 'images' list (expected Karpathy's dataset_*.json)")
@@ -93,7 +110,7 @@ def read_karpathy(path: Path) -> list[dict]:
         _need(img, ("filename", "split", "sentences"), str(path))
         if img["split"] not in KARPATHY_SPLIT:
             raise ConvertError(f"{path}: {img['filename']}: unknown Karpathy split {img['split']!r}")
-        rows.append({"image_id": os.path.splitext(img["filename"])[0], "split": KARPATHY_SPLIT[img["split"]],
+        rows.append({"image_id": image_id(source, os.path.splitext(img["filename"])[0]), "split": KARPATHY_SPLIT[img["split"]],
                      "captions": [s["raw"].strip() for s in img["sentences"]]})
     return rows
 
@@ -120,11 +137,11 @@ def read_vqav2(raw: Path, image_split: dict[str, str]) -> list[dict]:
             answers = [a["answer"] for a in ann["answers"]]
             if len(answers) != 10:
                 raise ConvertError(f"{apath}: question_id {q['question_id']} has {len(answers)} answers, expected 10")
-            image_id = f"COCO_{subset}_{q['image_id']:012d}"
-            if image_id not in image_split:
-                raise ConvertError(f"{qpath}: image {image_id} of question {q['question_id']} is not in the Karpathy split")
-            rows.append({"question_id": str(q["question_id"]), "image_id": image_id,
-                         "split": image_split[image_id], "question": q["question"],
+            coco_id = image_id("coco2014", f"COCO_{subset}_{q['image_id']:012d}")
+            if coco_id not in image_split:
+                raise ConvertError(f"{qpath}: image {coco_id} of question {q['question_id']} is not in the Karpathy split")
+            rows.append({"question_id": str(q["question_id"]), "image_id": coco_id,
+                         "split": image_split[coco_id], "question": q["question"],
                          "question_type": ann["question_type"], "answer_type": ann["answer_type"],
                          "answers": answers})
     return rows
@@ -136,7 +153,7 @@ def read_gqa(raw: Path) -> list[dict]:
         path = find_file(raw, name)
         for qid, q in _load_json(path).items():
             _need(q, ("imageId", "question", "answer", "types"), f"{path}: question {qid}")
-            rows.append({"question_id": str(qid), "image_id": str(q["imageId"]), "split": split,
+            rows.append({"question_id": str(qid), "image_id": image_id("gqa", str(q["imageId"])), "split": split,
                          "question": q["question"], "question_type": q["types"]["detailed"],
                          "answer": q["answer"]})
     return rows
@@ -157,8 +174,8 @@ def read_nlvr2(raw: Path) -> list[dict]:
             if str(ex["label"]) not in ("True", "False"):
                 raise ConvertError(f"{path}:{n}: label {ex['label']!r}, expected 'True' or 'False'")
             base = ex["identifier"].rsplit("-", 1)[0]  # train-10171-0-0 → image pair train-10171-0
-            rows.append({"pair_id": ex["identifier"], "left_image_id": f"{base}-img0",
-                         "right_image_id": f"{base}-img1", "split": split, "statement": ex["sentence"],
+            rows.append({"pair_id": ex["identifier"], "left_image_id": image_id("nlvr2", f"{base}-img0"),
+                         "right_image_id": image_id("nlvr2", f"{base}-img1"), "split": split, "statement": ex["sentence"],
                          "label": str(ex["label"]) == "True"})
     return rows
 
@@ -228,17 +245,18 @@ def convert(sources: dict[str, str | os.PathLike], out_dir: str | os.PathLike, v
     rows: dict[str, list[dict]] = {k: [] for k in TABLE_KINDS}
     wanted: dict[str, tuple[str, str]] = {}  # image_id → (split, source)
 
-    def want(image_id: str, split: str, source: str) -> None:
-        wanted.setdefault(image_id, (split, source))
+    def want(iid: str, split: str, source: str) -> None:
+        wanted.setdefault(iid, (split, source))
 
     for src, name in (("coco2014", "dataset_coco.json"), ("flickr30k", "dataset_flickr30k.json")):
         if src in raw:
-            caps = read_karpathy(find_file(raw[src], name))
+            caps = read_karpathy(find_file(raw[src], name), src)
             rows["captions"] += caps
             for r in caps:
                 want(r["image_id"], r["split"], src)
     if "vqav2" in raw:
-        image_split = {r["image_id"]: r["split"] for r in rows["captions"] if r["image_id"].startswith("COCO_")}
+        image_split = {r["image_id"]: r["split"] for r in rows["captions"]
+                       if r["image_id"].startswith(IMAGE_NAMESPACE["coco2014"] + "/")}
         rows["vqa"] = read_vqav2(raw["vqav2"], image_split)
     if "gqa" in raw:
         rows["gqa"] = read_gqa(raw["gqa"])
@@ -264,7 +282,7 @@ def convert(sources: dict[str, str | os.PathLike], out_dir: str | os.PathLike, v
         write_json(out_dir / "vqa_vocab.json", {"answers": vocab, "top_k": vqa_vocab_size})
 
     roots = {k: Path(v) for k, v in (image_roots or {}).items()}
-    indexes = {src: index_images(roots.get(src, raw[src])) for src in {s for _, s in wanted.values()}}
+    indexes = {src: index_images(roots.get(src, raw[src]), src) for src in {s for _, s in wanted.values()}}
     counts["images"] = _write_images(wanted, indexes, roots, raw, table_path(out_dir, "images"))
     for kind in TABLE_KINDS[1:]:
         write_table(_table(kind, rows[kind]), table_path(out_dir, kind), kind)

@@ -250,7 +250,7 @@ def test_an_image_twice_in_one_source_is_an_error_naming_both(tmp_path):
     _write_gqa(gqa)
     (gqa / "images" / "more").mkdir()
     (gqa / "images" / "more" / "2370799.png").write_bytes(_jpeg((9, 9, 9), "PNG"))
-    with pytest.raises(ConvertError, match=r"2370799\.(jpg|png): image 'gqa/2370799' of gqa is also .*2370799\.(jpg|png)"):
+    with pytest.raises(ConvertError, match=r"2370799\.(jpg|png): image 'gqa/2370799' is also .*2370799\.(jpg|png)"):
         convert({"gqa": gqa}, tmp_path / "out")
     assert not (tmp_path / "out" / "images.arrow").exists()
 

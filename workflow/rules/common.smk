@@ -139,8 +139,9 @@ def download_params(wildcards):
 
 
 def convert_sources(wildcards, input):
-    """`NAME=RAW_DIR` items for vltune convert, each quoted."""
-    return " ".join(shlex.quote(f"{os.path.basename(os.path.dirname(r))}={os.path.dirname(r)}") for r in input.records)
+    """`NAME=RECORD` items for vltune convert (each source's download.json, which says where its
+    files lie), each quoted."""
+    return " ".join(shlex.quote(f"{os.path.basename(os.path.dirname(r))}={r}") for r in input.records)
 
 
 def record_dir(wildcards, output):

@@ -31,7 +31,9 @@ rule make_world:
 
 
 # Real data (dataset != shapes): each official source is downloaded and verified against its shipped
-# manifest, then all of them are converted into the dataset's five canonical tables.
+# manifest (a local mirror's files are verified where they lie, not copied; archives stay packed),
+# then all of them are converted into the dataset's five canonical tables, the converter finding
+# each source's files through its download.json.
 if DATASET != "shapes":
 
     rule download:

@@ -236,6 +236,20 @@ def test_shipped_manifests_load():
         load_manifest("nope")
 
 
+def test_every_pinned_shipped_entry_has_both_size_and_sha256():
+    """A pin is the pair: a size alone would let other bytes of that length through, a digest
+    alone would report a truncated download as a mismatch instead of resuming it."""
+    pinned = []
+    for name in ("coco2014", "vqav2", "gqa", "nlvr2", "flickr30k"):
+        for f in load_manifest(name)["files"]:
+            assert (f.size is None) == (f.sha256 is None), f"{name}: {f.name} pins only one of size/sha256"
+            if f.sha256 is not None:
+                pinned.append(f.name)
+                assert f.size > 0
+    # at least the NLVR2 annotations published in the lil-lab/nlvr repository
+    assert {"dev.json", "test1.json"} <= set(pinned)
+
+
 def test_bad_manifest_entries(tmp_path):
     p = tmp_path / "m.json"
     p.write_text(json.dumps({"version": 1, "files": [{"name": "a", "url": "x", "sha256": "abc"}]}))

@@ -8,6 +8,7 @@ nothing is copied, and the tables equal those converted from the unpacked folder
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import json
 import subprocess
@@ -69,6 +70,21 @@ def _mirror(tmp: Path, fx) -> Path:
     return mirror
 
 
+def _manifests(tmp: Path, mirror: Path) -> Path:
+    """The shipped manifests with every file pinned to the fixture's size and sha256 instead
+    (the shipped ones pin some official files, which fixtures cannot match), in ``tmp/manifests``:
+    the folder for the download.manifests config key."""
+    out = tmp / "manifests"
+    out.mkdir()
+    for source in SOURCES:
+        m = json.loads((ROOT / f"pipeline_src/vltune/data/manifests/{source}.json").read_text())
+        for f in m["files"]:
+            data = (mirror / f["name"]).read_bytes()
+            f["size"], f["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+        (out / f"{source}.json").write_text(json.dumps(m))
+    return out
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
@@ -76,19 +92,22 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture()
 def served(tmp_path, load_module):
-    """(mirror folder, its base URL): a plain HTTP server on 127.0.0.1 for the test's duration."""
+    """(mirror folder, its base URL, manifests pinned to it): a plain HTTP server on 127.0.0.1 for
+    the test's duration."""
     mirror = _mirror(tmp_path, load_module(ROOT / "tests/data/test_official.py", "official_fixtures"))
+    manifests = _manifests(tmp_path, mirror)
     handler = functools.partial(_QuietHandler, directory=str(mirror))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield mirror, f"http://127.0.0.1:{server.server_address[1]}/"
+    yield mirror, f"http://127.0.0.1:{server.server_address[1]}/", manifests
     server.shutdown()
 
 
-def _run(workdir: Path, url: str, *args: str) -> subprocess.CompletedProcess:
+def _run(workdir: Path, url: str, manifests: Path, *args: str) -> subprocess.CompletedProcess:
     cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
     cfg["dataset"] = "vl-fixture"
-    cfg["download"] = {"sources": SOURCES, "mirror": url, "retries": 0, "timeout": 10.0, "vqa_vocab_size": 3}
+    cfg["download"] = {"sources": SOURCES, "mirror": url, "manifests": str(manifests), "retries": 0,
+                       "timeout": 10.0, "vqa_vocab_size": 3}
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
     return subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
@@ -99,10 +118,10 @@ def _run(workdir: Path, url: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_download_and_convert_rules_build_the_canonical_tables_from_a_mirror(served, tmp_path):
-    mirror, url = served
+    mirror, url, manifests = served
     work = tmp_path / "work"
     work.mkdir()
-    proc = _run(work, url)
+    proc = _run(work, url, manifests)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = work / "resources/data/vl-fixture"
     counts = json.loads((data / "convert.json").read_text())
@@ -126,16 +145,16 @@ def test_download_and_convert_rules_build_the_canonical_tables_from_a_mirror(ser
         assert sorted(p.name for p in raw.iterdir()) == sorted([*record["files"], "download.json"])
     assert json.loads((work / "results/ledger/convert/vl-fixture.json").read_text())["command"] == "convert"
     # a second run has nothing to do
-    again = _run(work, url, "-n")
+    again = _run(work, url, manifests, "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
 
 def test_a_file_missing_from_the_mirror_fails_its_download_naming_it_and_keeps_the_others(served, tmp_path):
-    mirror, url = served
+    mirror, url, manifests = served
     (mirror / "images.zip").unlink()  # GQA's images
     work = tmp_path / "work"
     work.mkdir()
-    proc = _run(work, url, "--keep-going")
+    proc = _run(work, url, manifests, "--keep-going")
     assert proc.returncode != 0
     log = (work / "logs/download/gqa.log").read_text()
     assert "images.zip: HTTP 404" in log and url + "images.zip" in log
@@ -148,7 +167,9 @@ def test_a_file_missing_from_the_mirror_fails_its_download_naming_it_and_keeps_t
 def test_a_local_mirror_is_read_in_place_and_converts_like_the_unpacked_folders(tmp_path, load_module):
     mirror = _mirror(tmp_path, load_module(ROOT / "tests/data/test_official.py", "official_fixtures"))
     raw = tmp_path / "work/resources/raw"
-    records = {s: download_dataset(load_manifest(s), raw / s, mirror=str(mirror)) for s in SOURCES}
+    manifests = _manifests(tmp_path, mirror)
+    records = {s: download_dataset(load_manifest(manifests / f"{s}.json"), raw / s, mirror=str(mirror))
+               for s in SOURCES}
     # nothing was copied: each raw folder holds its record only, which points at the mirror's files
     assert sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*")) == sorted(
         [*SOURCES, *(f"{s}/download.json" for s in SOURCES)])

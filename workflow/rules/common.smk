@@ -138,6 +138,12 @@ def download_params(wildcards):
     return as_json({k: d[k] for k in ("mirror", "retries", "backoff", "timeout")})
 
 
+def download_manifest(wildcards):
+    """The manifest for vltune download: the shipped one by name, or <download.manifests>/<source>.json."""
+    folder = config["download"].get("manifests")
+    return os.path.join(folder, f"{wildcards.source}.json") if folder else wildcards.source
+
+
 def convert_sources(wildcards, input):
     """`NAME=RECORD` items for vltune convert (each source's download.json, which says where its
     files lie), each quoted."""

@@ -44,6 +44,7 @@ if DATASET != "shapes":
             ledger="results/ledger/download/{source}.json",
         params:
             hp=download_params,
+            manifest=download_manifest,
             out=record_dir,
         log:
             "logs/download/{source}.log",
@@ -57,7 +58,7 @@ if DATASET != "shapes":
         conda:
             "../../envs/vltune.yaml"
         shell:
-            "vltune --ledger {output.ledger:q} download --dataset {wildcards.source:q} --out {params.out:q}"
+            "vltune --ledger {output.ledger:q} download --dataset {params.manifest:q} --out {params.out:q}"
             " --params {params.hp:q} > {log} 2>&1"
 
     rule convert:

@@ -119,6 +119,9 @@ def test_missing_duplicate_and_changed_files_are_errors(tmp_path):
         SourceFiles.open(rec)
     with pytest.raises(ConvertError, match="not found"):
         SourceFiles.open(tmp_path / "nowhere")
+    (tmp_path / "b.zip").write_bytes(b"PK")
+    with pytest.raises(ConvertError, match=r"b\.zip: expected a raw folder or a download\.json download record"):
+        SourceFiles.open(tmp_path / "b.zip")
 
 
 def test_a_record_whose_archive_is_not_one_is_an_error(tmp_path):

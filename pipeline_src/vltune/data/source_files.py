@@ -198,8 +198,10 @@ class SourceFiles:
         path = Path(path)
         if path.is_dir():
             return cls(path, [_Folder(path)])
-        if path.is_file():
+        if path.is_file() and path.suffix == ".json":
             return cls.from_record(path)
+        if path.is_file():
+            raise ConvertError(f"{path}: expected a raw folder or a {RECORD} download record, not this file")
         raise ConvertError(f"{path}: not found (expected a raw folder or a {RECORD} download record)")
 
     @classmethod

@@ -27,7 +27,7 @@ SUBCOMMANDS = [
         ("--params", dict(default="{}", help='JSON {"mirror": base URL or folder, "retries": N, "backoff": s, "timeout": s}')),
     ]),
     ("convert", C.convert, "official dataset files → the five canonical Arrow tables (+ vqa_vocab.json)", [
-        ("--source", dict(nargs="+", required=True, help="NAME=RAW_DIR pairs (coco2014, flickr30k, vqav2, gqa, nlvr2)")),
+        ("--source", dict(nargs="+", required=True, help="NAME=PATH pairs (coco2014, flickr30k, vqav2, gqa, nlvr2); PATH: the source's download.json or a folder of its unpacked files")),
         ("--out", dict(required=True, help="dataset folder for <kind>.arrow")),
         ("--params", dict(default="{}", help='JSON {"vqa_vocab_size": N}')),
     ]),

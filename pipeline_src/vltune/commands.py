@@ -69,7 +69,7 @@ def convert(args) -> None:
     for pair in args.source:
         name, sep, raw = pair.partition("=")
         if not sep or not raw:
-            raise UserError(f"convert: --source {pair!r} must be NAME=RAW_DIR")
+            raise UserError(f"convert: --source {pair!r} must be NAME=PATH (a download.json or a raw folder)")
         sources[name] = raw
     write_json(Path(args.out) / "convert.json", convert_official(sources, args.out, **params))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import tarfile
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from vltune.data.download import (DownloadError, download_dataset, download_file, load_manifest,
-                                  resolve_url, safe_unpack)
+                                  local_path, resolve_url, verify_local)
 
 
 class Server:
@@ -170,47 +169,14 @@ def _zip(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def _tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-@pytest.mark.parametrize("pack,ext", [(_zip, "zip"), (_tar, "tar.gz")])
-@pytest.mark.parametrize("evil", ["../escape.txt", "sub/../../escape.txt", "/tmp/escape-vltune.txt"])
-def test_malicious_archive_member_is_refused(tmp_path, pack, ext, evil):
-    archive = tmp_path / f"evil.{ext}"
-    archive.write_bytes(pack({"ok/a.txt": b"fine", evil: b"pwned"}))
-    target = tmp_path / "out"
-    with pytest.raises(DownloadError, match="outside"):
-        safe_unpack(archive, target)
-    assert not (tmp_path / "escape.txt").exists()
-    assert not (target / "ok" / "a.txt").exists()  # checked before anything is written
-
-
-def test_tar_symlink_out_of_target_is_refused(tmp_path):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        link = tarfile.TarInfo("link")
-        link.type, link.linkname = tarfile.SYMTYPE, "../../etc"
-        tf.addfile(link)
-    (tmp_path / "a.tar").write_bytes(buf.getvalue())
-    with pytest.raises(tarfile.FilterError):
-        safe_unpack(tmp_path / "a.tar", tmp_path / "out")
-
-
-def test_download_dataset_with_mirror_and_unpack(server, tmp_path):
+def test_download_dataset_with_mirror_keeps_archives_packed(server, tmp_path):
     archive = _zip({"questions/train.json": b'{"q": 1}'})
     server.files["mirror/qs.zip"] = archive
     server.files["mirror/notes.txt"] = b"hello"
     manifest_path = tmp_path / "m.json"
     manifest_path.write_text(json.dumps({"dataset": "toy", "version": 1, "files": [
         {"name": "qs.zip", "url": "https://example.invalid/dead/qs.zip", "size": len(archive),
-         "sha256": _sha(archive), "unpack": True},
+         "sha256": _sha(archive), "archive": True},
         {"name": "notes.txt", "url": "", "note": "request form", "sha256": None},
     ]}))
     manifest = load_manifest(manifest_path)
@@ -218,16 +184,48 @@ def test_download_dataset_with_mirror_and_unpack(server, tmp_path):
         resolve_url(manifest["files"][1], None)
     raw = tmp_path / "raw"
     record = download_dataset(manifest, raw, mirror=f"{server.url}/mirror", backoff=0.01)
-    assert (raw / "questions" / "train.json").read_text() == '{"q": 1}'
+    assert sorted(p.name for p in raw.iterdir()) == ["download.json", "notes.txt", "qs.zip"]  # not unpacked
+    assert (raw / "qs.zip").read_bytes() == archive
     files = json.loads(record.read_text())["files"]
-    assert files["notes.txt"] == {"url": f"{server.url}/mirror/notes.txt", "size": 5, "sha256": _sha(b"hello")}
-    # a local folder works as a mirror too (file copy, same verification)
+    assert files["notes.txt"] == {"url": f"{server.url}/mirror/notes.txt", "path": "notes.txt", "size": 5,
+                                  "sha256": _sha(b"hello"), "archive": False}
+    assert files["qs.zip"]["path"] == "qs.zip" and files["qs.zip"]["archive"] is True
+
+
+def test_local_mirror_files_are_verified_in_place_not_copied(tmp_path):
     local = tmp_path / "local"
     local.mkdir()
+    archive = _zip({"questions/train.json": b'{"q": 1}'})
     (local / "qs.zip").write_bytes(archive)
     (local / "notes.txt").write_bytes(b"hello")
-    download_dataset(manifest, tmp_path / "raw2", mirror=str(local))
-    assert (tmp_path / "raw2" / "questions" / "train.json").exists()
+    manifest_path = tmp_path / "m.json"
+    manifest_path.write_text(json.dumps({"dataset": "toy", "version": 1, "files": [
+        {"name": "qs.zip", "url": "", "size": len(archive), "sha256": _sha(archive), "archive": True},
+        {"name": "notes.txt", "url": ""}]}))
+    raw = tmp_path / "raw"
+    record = download_dataset(load_manifest(manifest_path), raw, mirror=str(local))
+    assert [p.name for p in raw.iterdir()] == ["download.json"]  # nothing copied
+    files = json.loads(record.read_text())["files"]
+    assert files["qs.zip"] == {"url": str(local / "qs.zip"), "path": str((local / "qs.zip").resolve()),
+                               "size": len(archive), "sha256": _sha(archive), "archive": True}
+    assert files["notes.txt"]["sha256"] == _sha(b"hello")  # not pinned: recorded on first use
+    # a file:// URL names a local file too; an http one does not
+    assert local_path((local / "notes.txt").as_uri()) == local / "notes.txt"
+    assert local_path("https://example.invalid/notes.txt") is None
+
+
+def test_a_bad_local_file_is_an_error_and_left_alone(tmp_path):
+    f = tmp_path / "a.bin"
+    f.write_bytes(PAYLOAD)
+    with pytest.raises(DownloadError, match=r"a\.bin: sha256 mismatch for local source .*a\.bin: expected 0{64}"):
+        verify_local(f, "a.bin", None, "0" * 64)
+    with pytest.raises(DownloadError, match=rf"a\.bin: local source .* has {len(PAYLOAD)} bytes, the manifest expects 7"):
+        verify_local(f, "a.bin", 7, None)
+    with pytest.raises(DownloadError, match=r"b\.bin: local source .*b\.bin not found"):
+        verify_local(tmp_path / "b.bin", "b.bin")
+    assert f.read_bytes() == PAYLOAD  # the mirror's file is never deleted
+    with pytest.raises(DownloadError, match="verified in place, not downloaded"):
+        download_file(f.as_uri(), tmp_path / "copy.bin")
 
 
 def test_shipped_manifests_load():
@@ -238,6 +236,20 @@ def test_shipped_manifests_load():
         load_manifest("nope")
 
 
+def test_every_pinned_shipped_entry_has_both_size_and_sha256():
+    """A pin is the pair: a size alone would let other bytes of that length through, a digest
+    alone would report a truncated download as a mismatch instead of resuming it."""
+    pinned = []
+    for name in ("coco2014", "vqav2", "gqa", "nlvr2", "flickr30k"):
+        for f in load_manifest(name)["files"]:
+            assert (f.size is None) == (f.sha256 is None), f"{name}: {f.name} pins only one of size/sha256"
+            if f.sha256 is not None:
+                pinned.append(f.name)
+                assert f.size > 0
+    # at least the NLVR2 annotations published in the lil-lab/nlvr repository
+    assert {"dev.json", "test1.json"} <= set(pinned)
+
+
 def test_bad_manifest_entries(tmp_path):
     p = tmp_path / "m.json"
     p.write_text(json.dumps({"version": 1, "files": [{"name": "a", "url": "x", "sha256": "abc"}]}))
@@ -245,4 +257,10 @@ def test_bad_manifest_entries(tmp_path):
         load_manifest(p)
     p.write_text(json.dumps({"version": 1, "files": [{"name": "../a", "url": "x"}]}))
     with pytest.raises(Exception, match="plain name"):
+        load_manifest(p)
+    p.write_text(json.dumps({"version": 1, "files": [{"name": "a", "url": "x", "size": "12"}]}))
+    with pytest.raises(Exception, match="a: size must be a byte count"):
+        load_manifest(p)
+    p.write_text(json.dumps({"version": 1, "files": [{"name": "a.zip", "url": "x", "unpack": True}]}))
+    with pytest.raises(Exception, match="a.zip: unknown key 'unpack'"):
         load_manifest(p)

@@ -137,8 +137,8 @@ def test_karpathy_captions_and_splits(converted):
     out, _ = converted
     caps = read_table(table_path(out, "captions"), "captions").to_pylist()
     assert [(r["image_id"], r["split"]) for r in caps] == [
-        ("COCO_train2014_000000000009", "train"), ("COCO_val2014_000000000042", "train"),  # restval → train
-        ("COCO_val2014_000000000073", "val"), ("COCO_val2014_000000000074", "test")]
+        ("coco/COCO_train2014_000000000009", "train"), ("coco/COCO_val2014_000000000042", "train"),  # restval → train
+        ("coco/COCO_val2014_000000000073", "val"), ("coco/COCO_val2014_000000000074", "test")]
     assert caps[0]["captions"] == [f"A photo number {j} of 9." for j in range(5)]
 
 
@@ -147,7 +147,7 @@ def test_vqa_rows_splits_and_vocab(converted):
     vqa = {r["question_id"]: r for r in read_table(table_path(out, "vqa"), "vqa").to_pylist()}
     # 902 (train, no answer in the 3-answer vocabulary) is dropped; 7401 (test) is kept
     assert sorted(vqa) == ["4201", "7301", "7401", "901"] and counts["vqa_dropped_no_label"] == 1
-    assert vqa["4201"]["image_id"] == "COCO_val2014_000000000042" and vqa["4201"]["split"] == "train"
+    assert vqa["4201"]["image_id"] == "coco/COCO_val2014_000000000042" and vqa["4201"]["split"] == "train"
     assert vqa["7301"]["split"] == "val" and vqa["7401"]["split"] == "test"
     assert vqa["901"]["answers"] == ["yes"] * 7 + ["no"] * 3
     assert vqa["901"]["question_type"] == "is it" and vqa["901"]["answer_type"] == "yes/no"
@@ -178,18 +178,18 @@ def test_gqa_rows(converted):
     out, _ = converted
     gqa = read_table(table_path(out, "gqa"), "gqa").to_pylist()
     assert [(r["question_id"], r["image_id"], r["split"], r["answer"], r["question_type"]) for r in gqa] == [
-        ("02930152", "2354786", "train", "yes", "verifyAttr"), ("00000001", "2370799", "val", "cup", "relO"),
-        ("20968379", "n288870", "test", "man", "relS")]
+        ("02930152", "gqa/2354786", "train", "yes", "verifyAttr"), ("00000001", "gqa/2370799", "val", "cup", "relO"),
+        ("20968379", "gqa/n288870", "test", "man", "relS")]
 
 
 def test_nlvr2_rows(converted):
     out, _ = converted
     rows = read_table(table_path(out, "nlvr2"), "nlvr2").to_pylist()
     assert [(r["pair_id"], r["left_image_id"], r["right_image_id"], r["split"], r["label"]) for r in rows] == [
-        ("train-10171-0-0", "train-10171-0-img0", "train-10171-0-img1", "train", True),
-        ("train-10171-0-1", "train-10171-0-img0", "train-10171-0-img1", "train", False),
-        ("dev-850-0-0", "dev-850-0-img0", "dev-850-0-img1", "val", False),
-        ("test1-1-2-3", "test1-1-2-img0", "test1-1-2-img1", "test", True)]
+        ("train-10171-0-0", "nlvr2/train-10171-0-img0", "nlvr2/train-10171-0-img1", "train", True),
+        ("train-10171-0-1", "nlvr2/train-10171-0-img0", "nlvr2/train-10171-0-img1", "train", False),
+        ("dev-850-0-0", "nlvr2/dev-850-0-img0", "nlvr2/dev-850-0-img1", "val", False),
+        ("test1-1-2-3", "nlvr2/test1-1-2-img0", "nlvr2/test1-1-2-img1", "test", True)]
 
 
 def test_images_stored_once_as_encoded_bytes(converted, raw):
@@ -199,26 +199,60 @@ def test_images_stored_once_as_encoded_bytes(converted, raw):
     assert len(ids) == len(set(ids)) == counts["images"] == 4 + 3 + 6  # COCO, GQA, 3 NLVR2 pairs × 2
     by_id = {r["image_id"]: r for r in images}
     coco = "COCO_val2014_000000000073"
-    assert by_id[coco]["image"] == (raw / "coco2014" / "val2014" / f"{coco}.jpg").read_bytes()
-    assert by_id[coco]["split"] == "val"
-    assert by_id["train-10171-0-img1"]["image"].startswith(b"\x89PNG")
-    assert by_id["n288870"]["split"] == "test"
+    assert by_id[f"coco/{coco}"]["image"] == (raw / "coco2014" / "val2014" / f"{coco}.jpg").read_bytes()
+    assert by_id[f"coco/{coco}"]["split"] == "val"
+    assert by_id["nlvr2/train-10171-0-img1"]["image"].startswith(b"\x89PNG")
+    assert by_id["gqa/n288870"]["split"] == "test"
+
+
+FLICKR30K = [("1000092795.jpg", "train"), ("2354786.jpg", "val"), ("1001773457.jpg", "test")]  # 2354786: GQA's too
+
+
+def _write_flickr30k(raw):
+    (raw / "flickr30k-images").mkdir(parents=True)
+    for i, (name, _) in enumerate(FLICKR30K):
+        (raw / "flickr30k-images" / name).write_bytes(_jpeg((1, 2, 3 + i)))
+    (raw / "dataset_flickr30k.json").write_text(json.dumps({"dataset": "flickr30k", "images": [
+        {"filename": n, "imgid": i, "split": s, "sentids": [0], "sentences": [{"raw": f"cap {i}", "tokens": []}]}
+        for i, (n, s) in enumerate(FLICKR30K)]}))
 
 
 def test_flickr30k_karpathy(tmp_path):
     raw = tmp_path / "f30k"
-    (raw / "flickr30k-images").mkdir(parents=True)
-    imgs = [("1000092795.jpg", "train"), ("10002456.jpg", "val"), ("1001773457.jpg", "test")]
-    for name, _ in imgs:
-        (raw / "flickr30k-images" / name).write_bytes(_jpeg((1, 2, 3)))
-    (raw / "dataset_flickr30k.json").write_text(json.dumps({"dataset": "flickr30k", "images": [
-        {"filename": n, "imgid": i, "split": s, "sentids": [0], "sentences": [{"raw": f"cap {i}", "tokens": []}]}
-        for i, (n, s) in enumerate(imgs)]}))
+    _write_flickr30k(raw)
     counts = convert({"flickr30k": raw}, tmp_path / "out")
     assert counts == {"images": 3, "captions": 3, "vqa": 0, "gqa": 0, "nlvr2": 0}
     caps = read_table(table_path(tmp_path / "out", "captions"), "captions").to_pylist()
     assert [(r["image_id"], r["split"], r["captions"]) for r in caps] == [
-        ("1000092795", "train", ["cap 0"]), ("10002456", "val", ["cap 1"]), ("1001773457", "test", ["cap 2"])]
+        ("flickr30k/1000092795", "train", ["cap 0"]), ("flickr30k/2354786", "val", ["cap 1"]),
+        ("flickr30k/1001773457", "test", ["cap 2"])]
+
+
+def test_equal_stems_of_two_sources_keep_their_own_images(raw, tmp_path):
+    """Flickr30k and GQA both name an image 2354786: each dataset's rows get their own bytes."""
+    _write_flickr30k(tmp_path / "f30k")
+    out = tmp_path / "out"
+    convert({"flickr30k": tmp_path / "f30k", "gqa": raw / "gqa"}, out)
+    images = {r["image_id"]: r for r in read_table(table_path(out, "images"), "images").to_pylist()}
+    flickr = (tmp_path / "f30k" / "flickr30k-images" / "2354786.jpg").read_bytes()
+    gqa = (raw / "gqa" / "images" / "2354786.jpg").read_bytes()
+    assert flickr != gqa
+    assert images["flickr30k/2354786"]["image"] == flickr and images["flickr30k/2354786"]["split"] == "val"
+    assert images["gqa/2354786"]["image"] == gqa and images["gqa/2354786"]["split"] == "train"
+    caps = read_table(table_path(out, "captions"), "captions").to_pylist()
+    questions = read_table(table_path(out, "gqa"), "gqa").to_pylist()
+    assert images[caps[1]["image_id"]]["image"] == flickr  # the caption row's image is Flickr30k's
+    assert images[questions[0]["image_id"]]["image"] == gqa  # the GQA question's image is GQA's
+
+
+def test_an_image_twice_in_one_source_is_an_error_naming_both(tmp_path):
+    gqa = tmp_path / "gqa"
+    _write_gqa(gqa)
+    (gqa / "images" / "more").mkdir()
+    (gqa / "images" / "more" / "2370799.png").write_bytes(_jpeg((9, 9, 9), "PNG"))
+    with pytest.raises(ConvertError, match=r"2370799\.(jpg|png): image 'gqa/2370799' is also .*2370799\.(jpg|png)"):
+        convert({"gqa": gqa}, tmp_path / "out")
+    assert not (tmp_path / "out" / "images.arrow").exists()
 
 
 def test_bad_inputs_name_the_file(raw, tmp_path):
@@ -233,7 +267,7 @@ def test_bad_inputs_name_the_file(raw, tmp_path):
     bad = tmp_path / "dataset_coco.json"
     bad.write_text(json.dumps({"images": [{"filename": "x.jpg", "split": "dev", "sentences": []}]}))
     with pytest.raises(ConvertError, match="x.jpg: unknown Karpathy split 'dev'"):
-        read_karpathy(bad)
+        read_karpathy(bad, "coco2014")
     nl = tmp_path / "nl"
     nl.mkdir()
     for name in ("train.json", "dev.json", "test1.json"):
@@ -243,7 +277,7 @@ def test_bad_inputs_name_the_file(raw, tmp_path):
     missing_img = tmp_path / "gq"
     _write_gqa(missing_img)
     (missing_img / "images" / "n288870.jpg").unlink()
-    with pytest.raises(ConvertError, match="no image file for image_id 'n288870'"):
+    with pytest.raises(ConvertError, match="no image file for image_id 'gqa/n288870'"):
         convert({"gqa": missing_img}, tmp_path / "o2")
     assert not (tmp_path / "o2" / "images.arrow").exists()
 

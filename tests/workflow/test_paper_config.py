@@ -35,7 +35,7 @@ def test_paper_config_plans_all_four_studies_from_downloads_and_published_backbo
     assert jobs["download"] == len(sources) == 5
     assert jobs["convert"] == 1 and jobs["make-world"] == 0
     convert = next(c for c in shell if subcommand(c) == "convert")
-    assert all(f"{s}=resources/raw/{s}" in convert for s in sources)
+    assert all(f"{s}=resources/raw/{s}/download.json" in convert for s in sources)  # files found via records
     # backbones: all five are fetched, none pretrained; the VL families get the visual tokens
     fetched = {c.split("--name ")[1].split()[0]: c for c in shell if subcommand(c) == "fetch-backbone"}
     assert set(fetched) == {b["name"] for b in paper["backbones"].values()}

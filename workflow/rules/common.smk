@@ -141,9 +141,16 @@ def download_params(wildcards):
     return as_json({k: d[k] for k in ("mirror", "retries", "backoff", "timeout")})
 
 
+def download_manifest(wildcards):
+    """The manifest for vltune download: the shipped one by name, or <download.manifests>/<source>.json."""
+    folder = config["download"].get("manifests")
+    return os.path.join(folder, f"{wildcards.source}.json") if folder else wildcards.source
+
+
 def convert_sources(wildcards, input):
-    """`NAME=RAW_DIR` items for vltune convert, each quoted."""
-    return " ".join(shlex.quote(f"{os.path.basename(os.path.dirname(r))}={os.path.dirname(r)}") for r in input.records)
+    """`NAME=RECORD` items for vltune convert (each source's download.json, which says where its
+    files lie), each quoted."""
+    return " ".join(shlex.quote(f"{os.path.basename(os.path.dirname(r))}={r}") for r in input.records)
 
 
 def record_dir(wildcards, output):

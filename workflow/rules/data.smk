@@ -31,7 +31,9 @@ rule make_world:
 
 
 # Real data (dataset != shapes): each official source is downloaded and verified against its shipped
-# manifest, then all of them are converted into the dataset's five canonical tables.
+# manifest (a local mirror's files are verified where they lie, not copied; archives stay packed),
+# then all of them are converted into the dataset's five canonical tables, the converter finding
+# each source's files through its download.json.
 if DATASET != "shapes":
 
     rule download:
@@ -42,6 +44,7 @@ if DATASET != "shapes":
             ledger="results/ledger/download/{source}.json",
         params:
             hp=download_params,
+            manifest=download_manifest,
             out=record_dir,
         log:
             "logs/download/{source}.log",
@@ -55,7 +58,7 @@ if DATASET != "shapes":
         conda:
             "../../envs/vltune.yaml"
         shell:
-            "vltune --ledger {output.ledger:q} download --dataset {wildcards.source:q} --out {params.out:q}"
+            "vltune --ledger {output.ledger:q} download --dataset {params.manifest:q} --out {params.out:q}"
             " --params {params.hp:q} > {log} 2>&1"
 
     rule convert:

@@ -1,21 +1,28 @@
-"""Verified, resumable downloads of the official dataset files, and safe unpacking.
+"""Verified, resumable downloads of the official dataset files.
 
 A dataset's files are listed in a versioned manifest shipped with the package
 (``vltune/data/manifests/<dataset>.json``)::
 
     {"dataset": "vqav2", "version": 1,
      "files": [{"name": "v2_Questions_Train_mscoco.zip", "url": "https://…", "size": 123,
-                "sha256": "…", "unpack": true}]}
+                "sha256": "…", "archive": true}]}
 
-For each file: the bytes go to ``.<name>.part`` beside the target, a re-run continues the partial
-file with an HTTP Range request, transient failures (connection errors, 5xx, 429, a short read) are
-retried with exponential backoff, and the file is renamed to its final name only once its size and
-sha256 match. A mismatch deletes the partial file (its bytes cannot be trusted) and raises
-:class:`DownloadError` naming the file, the URL and both digests. Archives are unpacked only into
-the target folder (members that would land outside it are refused).
+For each file fetched over HTTP(S): the bytes go to ``.<name>.part`` beside the target, a re-run
+continues the partial file with an HTTP Range request, transient failures (connection errors, 5xx,
+429, a short read) are retried with exponential backoff, and the file is renamed to its final name
+only once its size and sha256 match. A mismatch deletes the partial file (its bytes cannot be
+trusted) and raises :class:`DownloadError` naming the file, the URL and both digests. A file with
+no pinned sha256 is trusted on first download: its digest is recorded (and logged, to be pinned).
 
 ``mirror`` replaces a URL's folder with another base URL or a local folder (clusters without
-internet, re-hosted copies of dead links): the file name stays the same.
+internet, re-hosted copies of dead links): the file name stays the same. A local file (a folder
+mirror, or a ``file://`` URL) is verified the same way and used where it lies, never copied; a
+mismatch leaves it alone.
+
+Archives (``"archive": true``) are not unpacked: the converter reads their members in place
+(:mod:`vltune.data.source_files`), so a dataset costs its archives once on disk. The record
+``download.json``, written last, gives every file's ``url``, ``path`` (absolute for a local
+file, else relative to the record's folder), ``size``, ``sha256`` and ``archive``.
 """
 
 from __future__ import annotations
@@ -24,15 +31,13 @@ import http.client
 import logging
 import os
 import shutil
-import tarfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ..errors import UserError
 from ..utils.io import read_json, sha256_file, write_json
@@ -46,7 +51,7 @@ _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
 
 class DownloadError(UserError):
-    """A download that failed for good: bad checksum, truncated file, HTTP error, bad archive."""
+    """A download that failed for good: bad checksum, truncated file, HTTP error, missing file."""
 
 
 @dataclass(frozen=True)
@@ -55,12 +60,15 @@ class FileEntry:
     url: str
     size: int | None = None
     sha256: str | None = None
-    unpack: bool = False
+    archive: bool = False
     note: str = ""
 
     @classmethod
     def from_dict(cls, d: dict, where: str) -> "FileEntry":
-        unknown = set(d) - {"name", "url", "size", "sha256", "unpack", "note"}
+        unknown = set(d) - {"name", "url", "size", "sha256", "archive", "note"}
+        if "unpack" in unknown:
+            raise UserError(f"{where}: {d.get('name')}: unknown key 'unpack' (an archive is marked 'archive': true; "
+                            "it is read in place, never unpacked)")
         if unknown:
             raise UserError(f"{where}: unknown key {sorted(unknown)[0]!r} in a file entry")
         if not isinstance(d.get("name"), str) or not d["name"]:
@@ -70,9 +78,13 @@ class FileEntry:
         if "/" in d["name"] or d["name"] in (".", ".."):
             raise UserError(f"{where}: file name {d['name']!r} must be a plain name, not a path")
         sha = d.get("sha256")
-        if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
+        if sha is not None and (not isinstance(sha, str) or len(sha) != 64
+                                or any(c not in "0123456789abcdef" for c in sha)):
             raise UserError(f"{where}: {d['name']}: sha256 must be 64 lower-case hex digits, got {sha!r}")
-        return cls(d["name"], d["url"], d.get("size"), sha, bool(d.get("unpack", False)), d.get("note", ""))
+        size = d.get("size")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            raise UserError(f"{where}: {d['name']}: size must be a byte count (an integer >= 0), got {size!r}")
+        return cls(d["name"], d["url"], size, sha, bool(d.get("archive", False)), d.get("note", ""))
 
 
 def load_manifest(dataset_or_path: str | os.PathLike) -> dict:
@@ -133,6 +145,32 @@ def _verify(path: Path, dest: Path, url: str, size: int | None, sha256: str | No
     return digest
 
 
+def local_path(url: str) -> Path | None:
+    """The file a local path or ``file://`` URL names; None for a remote URL."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "file":
+        return Path(urllib.request.url2pathname(parsed.path))
+    if parsed.scheme == "":
+        return Path(url)
+    return None
+
+
+def verify_local(path: str | os.PathLike, name: str, size: int | None = None, sha256: str | None = None) -> str:
+    """sha256 of the local file ``path`` (manifest entry ``name``), checked against ``size`` and
+    ``sha256`` where given; the file is used where it lies, and left alone on a mismatch."""
+    path = Path(path)
+    if not path.is_file():
+        raise DownloadError(f"{name}: local source {path} not found")
+    actual = path.stat().st_size
+    if size is not None and actual != size:
+        raise DownloadError(f"{name}: local source {path} has {actual} bytes, the manifest expects {size}")
+    digest = sha256_file(path)
+    if sha256 is not None and digest != sha256:
+        raise DownloadError(f"{name}: sha256 mismatch for local source {path}: expected {sha256}, got {digest} "
+                            "(check the mirror or the manifest)")
+    return digest
+
+
 def _fetch_http(url: str, part: Path, size: int | None, timeout: float) -> None:
     """Append the rest of ``url`` to ``part`` (Range from its current length); raises on failure."""
     have = part.stat().st_size if part.exists() else 0
@@ -163,73 +201,38 @@ def _fetch_http(url: str, part: Path, size: int | None, timeout: float) -> None:
 
 def download_file(url: str, dest: str | os.PathLike, size: int | None = None, sha256: str | None = None,
                   retries: int = 5, backoff: float = 1.0, timeout: float = 60.0) -> str:
-    """Fetch ``url`` (http(s), file:// or a local path) to ``dest``, verified; return its sha256.
+    """Fetch the http(s) ``url`` to ``dest``, verified; return its sha256 (a local file is not
+    copied: see :func:`verify_local`).
 
     An existing ``dest`` is re-verified, not re-downloaded. Waits ``backoff · 2^k`` seconds before
     retry k+1.
     """
     dest = Path(dest)
+    if local_path(url) is not None:
+        raise DownloadError(f"{dest.name}: {url} is a local file; it is verified in place, not downloaded")
     if dest.exists():
         return _verify(dest, dest, url, size, sha256)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = _part_path(dest)
-    parsed = urllib.parse.urlparse(url)
-    if parsed.scheme in ("", "file"):
-        source = Path(urllib.request.url2pathname(parsed.path) if parsed.scheme else url)
-        if not source.is_file():
-            raise DownloadError(f"{dest.name}: local source {source} not found")
-        shutil.copyfile(source, part)
-    else:
-        for attempt in range(retries + 1):
-            try:
-                _fetch_http(url, part, size, timeout)
-                break
-            except urllib.error.HTTPError as e:
-                if e.code not in _RETRY_STATUS or attempt == retries:
-                    raise DownloadError(f"{dest.name}: HTTP {e.code} {e.reason} from {url}") from None
-                reason = f"HTTP {e.code}"
-            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError) as e:
-                if attempt == retries:
-                    raise DownloadError(f"{dest.name}: giving up on {url} after {retries + 1} tries: {e}") from None
-                reason = str(e)
-            wait = backoff * 2**attempt
-            log.warning("%s: %s; retry %d/%d in %.1f s (resumes at byte %d)", dest.name, reason, attempt + 1,
-                        retries, wait, part.stat().st_size if part.exists() else 0)
-            time.sleep(wait)
+    for attempt in range(retries + 1):
+        try:
+            _fetch_http(url, part, size, timeout)
+            break
+        except urllib.error.HTTPError as e:
+            if e.code not in _RETRY_STATUS or attempt == retries:
+                raise DownloadError(f"{dest.name}: HTTP {e.code} {e.reason} from {url}") from None
+            reason = f"HTTP {e.code}"
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError) as e:
+            if attempt == retries:
+                raise DownloadError(f"{dest.name}: giving up on {url} after {retries + 1} tries: {e}") from None
+            reason = str(e)
+        wait = backoff * 2**attempt
+        log.warning("%s: %s; retry %d/%d in %.1f s (resumes at byte %d)", dest.name, reason, attempt + 1,
+                    retries, wait, part.stat().st_size if part.exists() else 0)
+        time.sleep(wait)
     digest = _verify(part, dest, url, size, sha256)
     os.replace(part, dest)
     return digest
-
-
-def _check_member(name: str, target: Path, archive: Path) -> Path:
-    """Where member ``name`` goes; refuse absolute paths and anything resolving outside ``target``."""
-    pure = PurePosixPath(name.replace("\\", "/"))
-    out = (target / pure).resolve()
-    if pure.is_absolute() or not out.is_relative_to(target.resolve()):
-        raise DownloadError(f"{archive.name}: member {name!r} would be written outside {target}; refusing to unpack")
-    return out
-
-
-def safe_unpack(archive: str | os.PathLike, target: str | os.PathLike) -> list[str]:
-    """Unpack a zip or tar archive into ``target``; every member is checked before any is written."""
-    archive, target = Path(archive), Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            names = zf.namelist()
-            for name in names:
-                _check_member(name, target, archive)
-            zf.extractall(target)
-        return names
-    if tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as tf:
-            members = tf.getmembers()
-            for m in members:
-                _check_member(m.name, target, archive)
-            # The "data" filter also refuses links pointing outside target and device files.
-            tf.extractall(target, members=members, filter="data")
-        return [m.name for m in members]
-    raise DownloadError(f"{archive}: not a zip or tar archive (manifest says unpack: true)")
 
 
 RECORD = "download.json"
@@ -237,22 +240,24 @@ RECORD = "download.json"
 
 def download_dataset(manifest: dict, raw_dir: str | os.PathLike, mirror: str | None = None,
                      retries: int = 5, backoff: float = 1.0, timeout: float = 60.0) -> Path:
-    """Fetch and verify every file of ``manifest`` into ``raw_dir``, unpack archives, and write
-    ``raw_dir/download.json`` (file → url, size, sha256): the rule's declared output, written last."""
+    """Fetch (or, for local files, verify in place) every file of ``manifest`` and write
+    ``raw_dir/download.json`` (file → url, path, size, sha256, archive): the rule's declared
+    output, written last. Remote files land in ``raw_dir``; archives stay packed."""
     raw_dir = Path(raw_dir)
     record = {"dataset": manifest.get("dataset"), "version": manifest["version"], "files": {}}
     for entry in manifest["files"]:
         url = resolve_url(entry, mirror)
-        dest = raw_dir / entry.name
-        digest = download_file(url, dest, entry.size, entry.sha256, retries, backoff, timeout)
+        local = local_path(url)
+        if local is not None:
+            digest = verify_local(local, entry.name, entry.size, entry.sha256)
+            path, where = local.resolve(), str(local.resolve())
+        else:
+            path = raw_dir / entry.name
+            digest = download_file(url, path, entry.size, entry.sha256, retries, backoff, timeout)
+            where = entry.name  # relative to the record's folder
         if entry.sha256 is None:
             log.warning("%s: manifest pins no sha256; recorded %s (pin it in the manifest)", entry.name, digest)
-        if entry.unpack:
-            stamp = raw_dir / f".{entry.name}.unpacked"
-            if not stamp.exists() or stamp.read_text() != digest:
-                safe_unpack(dest, raw_dir)
-                stamp.write_text(digest)
-        record["files"][entry.name] = {"url": url, "size": dest.stat().st_size, "sha256": digest}
+        record["files"][entry.name] = {"url": url, "path": where, "size": path.stat().st_size, "sha256": digest,
+                                       "archive": entry.archive}
     write_json(raw_dir / RECORD, record)
     return raw_dir / RECORD
-

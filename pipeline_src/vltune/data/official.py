@@ -1,6 +1,8 @@
 """Converters from the datasets' official release formats to the canonical Arrow tables.
 
-Sources (each one a raw folder as the downloader leaves it, archives unpacked):
+Each source is given as its download record (``resources/raw/<source>/download.json``: the
+files are read where the download left or found them, archive members straight from the archive)
+or as a folder holding the unpacked release; see :mod:`vltune.data.source_files`. The files:
 
 - ``coco2014``: ``train2014/``, ``val2014/`` JPEGs + Karpathy's ``dataset_coco.json`` → captions.
   Karpathy splits: ``train`` and ``restval`` → train, ``val`` → val, ``test`` → test.
@@ -11,12 +13,16 @@ Sources (each one a raw folder as the downloader leaves it, archives unpacked):
   the ``coco2014`` source beside it.
 - ``gqa``: ``{train,val,testdev}_balanced_questions.json`` (→ train/val/test) + ``images/``.
 - ``nlvr2``: JSON-lines ``train.json``, ``dev.json``, ``test1.json`` (→ train/val/test, test-P) +
-  the image folders; image ids follow the feature files of VL-Adapter (``train-10171-0-img0``).
+  the image folders; image stems follow the feature files of VL-Adapter (``train-10171-0-img0``).
 
-Image ids (seeds-spec §5.1): the COCO file stem (``COCO_val2014_000000391895``), GQA/VG
-``imageId``, NLVR2 ``<pair>-img0/1``, Flickr30k file stem. Images stay as their encoded bytes and
-are stored once per dataset, however many tasks use them. Real images have no scene description,
-so the ``scene`` column is empty.
+Image ids (seeds-spec §5.1) are namespaced by the source the image comes from, so equal file
+stems of two sources (Flickr30k and GQA/VG both use bare numbers) never meet in one table:
+``coco/<file stem>`` (``coco/COCO_val2014_000000391895``; VQA v2 questions point at these),
+``flickr30k/<file stem>``, ``gqa/<imageId>``, ``nlvr2/<pair>-img0`` / ``-img1``. Within one source
+an image stem found twice is an error naming both files. Images stay as their encoded bytes and
+are stored once per dataset, however many tasks use them, in the order their files are listed
+(sources in ``SOURCES`` order), so every archive is read front to back once. Real images have no
+scene description, so the ``scene`` column is empty.
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ import json
 import logging
 import os
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterable
 
 import pyarrow as pa
 
-from ..errors import UserError
+from .source_files import ConvertError, SourceFile, SourceFiles
 from .tables import SCHEMAS, TABLE_KINDS, table_path, write_table
 
 log = logging.getLogger(__name__)
@@ -41,28 +48,15 @@ GQA_FILES = {"train": "train_balanced_questions.json", "val": "val_balanced_ques
              "test": "testdev_balanced_questions.json"}
 NLVR2_FILES = {"train": "train.json", "val": "dev.json", "test": "test1.json"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Image id prefix per source that holds images (VQA v2 questions use the coco2014 images).
+IMAGE_NAMESPACE = {"coco2014": "coco", "flickr30k": "flickr30k", "gqa": "gqa", "nlvr2": "nlvr2"}
 
 
-class ConvertError(UserError):
-    """An official file that is missing or not in the expected format."""
-
-
-def find_file(raw: Path, name: str) -> Path:
-    """``name`` anywhere under ``raw`` (archives unpack to different depths); error names both."""
-    direct = raw / name
-    if direct.is_file():
-        return direct
-    for root, _dirs, files in os.walk(raw):
-        if name in files:
-            return Path(root) / name
-    raise ConvertError(f"{raw}: no {name} (expected from the official release; run the download rule)")
-
-
-def _load_json(path: Path):
+def _load_json(f: SourceFile):
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConvertError(f"{path}: not valid JSON ({e})") from None
+        return json.loads(f.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConvertError(f"{f.where}: not valid JSON ({e})") from None
 
 
 def _need(record: dict, keys: Iterable[str], where: str) -> None:
@@ -71,82 +65,90 @@ def _need(record: dict, keys: Iterable[str], where: str) -> None:
             raise ConvertError(f"{where}: record has no {k!r} field: {str(record)[:200]}")
 
 
-def index_images(raw: Path) -> dict[str, Path]:
-    """image file stem → path, for every image under ``raw`` (one walk, not one lookup per image)."""
-    index: dict[str, Path] = {}
-    for root, _dirs, files in os.walk(raw):
-        for f in files:
-            stem, ext = os.path.splitext(f)
-            if ext.lower() in IMAGE_SUFFIXES:
-                index.setdefault(stem, Path(root) / f)
-    return index
+def image_id(source: str, stem: str) -> str:
+    """The canonical id of image ``stem`` (file stem, GQA ``imageId``) of ``source``."""
+    return f"{IMAGE_NAMESPACE[source]}/{stem}"
+
+
+def index_images(files: SourceFiles, source: str) -> dict[str, SourceFile]:
+    """image id (namespaced by ``source``) → its file, for every image of the source; an image
+    found twice is an error naming both files."""
+    return files.images(IMAGE_SUFFIXES, lambda stem: image_id(source, stem))
 
 
 # ----------------------------------------------------------------------------- per-source readers
-def read_karpathy(path: Path) -> list[dict]:
-    """Karpathy's ``dataset_{coco,flickr30k}.json`` → [{image_id, split, captions}], file order."""
-    data = _load_json(path)
-    if "images" not in data:
-        raise ConvertError(f"{path}: no 'images' list (expected Karpathy's dataset_*.json)")
+def read_karpathy(f: SourceFile | str | os.PathLike, source: str) -> list[dict]:
+    """Karpathy's ``dataset_{coco,flickr30k}.json`` → [{image_id, split, captions}], file order;
+    image ids namespaced by ``source`` (coco2014 or flickr30k)."""
+    f = f if isinstance(f, SourceFile) else SourceFile.of_path(f)
+    data = _load_json(f)
+    if not isinstance(data, dict) or "images" not in data:
+        raise ConvertError(f"{f.where}: no 'images' list (expected Karpathy's dataset_*.json)")
     rows = []
     for img in data["images"]:
-        _need(img, ("filename", "split", "sentences"), str(path))
+        _need(img, ("filename", "split", "sentences"), f.where)
         if img["split"] not in KARPATHY_SPLIT:
-            raise ConvertError(f"{path}: {img['filename']}: unknown Karpathy split {img['split']!r}")
-        rows.append({"image_id": os.path.splitext(img["filename"])[0], "split": KARPATHY_SPLIT[img["split"]],
+            raise ConvertError(f"{f.where}: {img['filename']}: unknown Karpathy split {img['split']!r}")
+        rows.append({"image_id": image_id(source, os.path.splitext(img["filename"])[0]), "split": KARPATHY_SPLIT[img["split"]],
                      "captions": [s["raw"].strip() for s in img["sentences"]]})
     return rows
 
 
-def read_vqav2(raw: Path, image_split: dict[str, str]) -> list[dict]:
+def read_vqav2(files: SourceFiles, image_split: dict[str, str]) -> list[dict]:
     """Questions + annotations of train2014 and val2014 → vqa rows with the image's Karpathy split."""
     rows = []
     for subset in ("train2014", "val2014"):
-        qpath = find_file(raw, f"v2_OpenEnded_mscoco_{subset}_questions.json")
-        apath = find_file(raw, f"v2_mscoco_{subset}_annotations.json")
-        questions = _load_json(qpath).get("questions")
-        annotations = _load_json(apath).get("annotations")
+        qfile = files.find(f"v2_OpenEnded_mscoco_{subset}_questions.json")
+        afile = files.find(f"v2_mscoco_{subset}_annotations.json")
+        qpath, apath = qfile.where, afile.where
+        questions, annotations = _load_json(qfile), _load_json(afile)
+        questions = questions.get("questions") if isinstance(questions, dict) else None
+        annotations = annotations.get("annotations") if isinstance(annotations, dict) else None
         if questions is None or annotations is None:
             raise ConvertError(f"{qpath} / {apath}: expected 'questions' and 'annotations' lists")
         by_qid = {}
         for a in annotations:
-            _need(a, ("question_id", "answers", "question_type", "answer_type"), str(apath))
+            _need(a, ("question_id", "answers", "question_type", "answer_type"), apath)
             by_qid[a["question_id"]] = a
         for q in questions:
-            _need(q, ("question_id", "image_id", "question"), str(qpath))
+            _need(q, ("question_id", "image_id", "question"), qpath)
             ann = by_qid.get(q["question_id"])
             if ann is None:
                 raise ConvertError(f"{apath}: no annotation for question_id {q['question_id']}")
             answers = [a["answer"] for a in ann["answers"]]
             if len(answers) != 10:
                 raise ConvertError(f"{apath}: question_id {q['question_id']} has {len(answers)} answers, expected 10")
-            image_id = f"COCO_{subset}_{q['image_id']:012d}"
-            if image_id not in image_split:
-                raise ConvertError(f"{qpath}: image {image_id} of question {q['question_id']} is not in the Karpathy split")
-            rows.append({"question_id": str(q["question_id"]), "image_id": image_id,
-                         "split": image_split[image_id], "question": q["question"],
+            coco_id = image_id("coco2014", f"COCO_{subset}_{q['image_id']:012d}")
+            if coco_id not in image_split:
+                raise ConvertError(f"{qpath}: image {coco_id} of question {q['question_id']} is not in the Karpathy split")
+            rows.append({"question_id": str(q["question_id"]), "image_id": coco_id,
+                         "split": image_split[coco_id], "question": q["question"],
                          "question_type": ann["question_type"], "answer_type": ann["answer_type"],
                          "answers": answers})
     return rows
 
 
-def read_gqa(raw: Path) -> list[dict]:
+def read_gqa(files: SourceFiles) -> list[dict]:
     rows = []
     for split, name in GQA_FILES.items():
-        path = find_file(raw, name)
-        for qid, q in _load_json(path).items():
-            _need(q, ("imageId", "question", "answer", "types"), f"{path}: question {qid}")
-            rows.append({"question_id": str(qid), "image_id": str(q["imageId"]), "split": split,
+        f = files.find(name)
+        data = _load_json(f)
+        if not isinstance(data, dict):
+            raise ConvertError(f"{f.where}: expected an object of questions by question id")
+        for qid, q in data.items():
+            _need(q, ("imageId", "question", "answer", "types"), f"{f.where}: question {qid}")
+            rows.append({"question_id": str(qid), "image_id": image_id("gqa", str(q["imageId"])), "split": split,
                          "question": q["question"], "question_type": q["types"]["detailed"],
                          "answer": q["answer"]})
     return rows
 
 
-def read_nlvr2(raw: Path) -> list[dict]:
+def read_nlvr2(files: SourceFiles) -> list[dict]:
     rows = []
     for split, name in NLVR2_FILES.items():
-        path = find_file(raw, name)
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        f = files.find(name)
+        path = f.where
+        for n, line in enumerate(f.read_text().splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -157,8 +159,8 @@ def read_nlvr2(raw: Path) -> list[dict]:
             if str(ex["label"]) not in ("True", "False"):
                 raise ConvertError(f"{path}:{n}: label {ex['label']!r}, expected 'True' or 'False'")
             base = ex["identifier"].rsplit("-", 1)[0]  # train-10171-0-0 → image pair train-10171-0
-            rows.append({"pair_id": ex["identifier"], "left_image_id": f"{base}-img0",
-                         "right_image_id": f"{base}-img1", "split": split, "statement": ex["sentence"],
+            rows.append({"pair_id": ex["identifier"], "left_image_id": image_id("nlvr2", f"{base}-img0"),
+                         "right_image_id": image_id("nlvr2", f"{base}-img1"), "split": split, "statement": ex["sentence"],
                          "label": str(ex["label"]) == "True"})
     return rows
 
@@ -184,26 +186,29 @@ def answer_targets(answers: list[str], label_of: dict[str, int]) -> tuple[list[i
 
 
 # ----------------------------------------------------------------------------- the whole dataset
-def _write_images(wanted: dict[str, tuple[str, str]], indexes: dict, roots: dict, raw: dict, path: Path,
-                  batch: int = 512) -> int:
-    """Stream the images table batch by batch (COCO alone is ~19 GB of JPEGs: never all in RAM)."""
+def _write_images(wanted: dict[str, tuple[str, str]], indexes: dict[str, dict[str, SourceFile]],
+                  where: dict[str, str], path: Path, batch: int = 512) -> int:
+    """Stream the images table batch by batch (COCO alone is ~19 GB of JPEGs: never all in RAM).
+
+    Rows follow the sources' listing order (sources in ``SOURCES`` order), so each archive is read
+    front to back once, whether it is a zip or a compressed tar.
+    """
     from ..utils.io import atomic_path
 
     schema = SCHEMAS["images"]
-    items = list(wanted.items())
-    for image_id, (_split, src) in items:  # every file found before anything is written
-        if image_id not in indexes[src]:
-            raise ConvertError(f"{roots.get(src, raw[src])}: no image file for image_id {image_id!r} ({src})")
+    for iid, (_split, src) in wanted.items():  # every file found before anything is written
+        if iid not in indexes[src]:
+            raise ConvertError(f"{where[src]}: no image file for image_id {iid!r} ({src})")
+    items = sorted(((SOURCES.index(src), indexes[src][iid].order), iid, split, indexes[src][iid])
+                   for iid, (split, src) in wanted.items())  # the (source, order) keys are unique
     with atomic_path(path) as tmp:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             for start in range(0, max(len(items), 1), batch):
                 chunk = items[start:start + batch]
                 writer.write_batch(pa.record_batch({
-                    "image_id": [i for i, _ in chunk], "split": [s for _, (s, _) in chunk],
-                    "image": [indexes[src][i].read_bytes() for i, (_, src) in chunk],
-                    "scene": [""] * len(chunk)}, schema=schema))
+                    "image_id": [c[1] for c in chunk], "split": [c[2] for c in chunk],
+                    "image": [c[3].read_bytes() for c in chunk], "scene": [""] * len(chunk)}, schema=schema))
     return len(items)
-
 
 
 def _table(kind: str, rows: list[dict]) -> pa.Table:
@@ -211,10 +216,10 @@ def _table(kind: str, rows: list[dict]) -> pa.Table:
     return pa.table({name: [r[name] for r in rows] for name in schema.names}, schema=schema)
 
 
-def convert(sources: dict[str, str | os.PathLike], out_dir: str | os.PathLike, vqa_vocab_size: int = 3129,
-            image_roots: dict[str, str | os.PathLike] | None = None) -> dict:
+def convert(sources: dict[str, str | os.PathLike], out_dir: str | os.PathLike, vqa_vocab_size: int = 3129) -> dict:
     """Write the five canonical tables of a dataset assembled from official ``sources``
-    ({source name: raw folder}), plus ``vqa_vocab.json`` when VQA is among them; return counts.
+    ({source name: its download record or raw folder}), plus ``vqa_vocab.json`` when VQA is among
+    them; return counts.
 
     Tables of tasks no source provides are written empty, so every dataset has the same files.
     Train VQA questions with no answer inside the vocabulary are dropped (seeds-spec §5.3).
@@ -224,33 +229,38 @@ def convert(sources: dict[str, str | os.PathLike], out_dir: str | os.PathLike, v
         raise ConvertError(f"unknown source {sorted(unknown)[0]!r}; expected some of {', '.join(SOURCES)}")
     if "vqav2" in sources and "coco2014" not in sources:
         raise ConvertError("source vqav2 needs coco2014 beside it (Karpathy splits and COCO images)")
-    raw = {k: Path(v) for k, v in sources.items()}
+    with ExitStack() as stack:
+        files = {k: stack.enter_context(SourceFiles.open(v)) for k, v in sources.items()}
+        return _convert(files, Path(out_dir), vqa_vocab_size)
+
+
+def _convert(files: dict[str, SourceFiles], out_dir: Path, vqa_vocab_size: int) -> dict:
     rows: dict[str, list[dict]] = {k: [] for k in TABLE_KINDS}
     wanted: dict[str, tuple[str, str]] = {}  # image_id → (split, source)
 
-    def want(image_id: str, split: str, source: str) -> None:
-        wanted.setdefault(image_id, (split, source))
+    def want(iid: str, split: str, source: str) -> None:
+        wanted.setdefault(iid, (split, source))
 
     for src, name in (("coco2014", "dataset_coco.json"), ("flickr30k", "dataset_flickr30k.json")):
-        if src in raw:
-            caps = read_karpathy(find_file(raw[src], name))
+        if src in files:
+            caps = read_karpathy(files[src].find(name), src)
             rows["captions"] += caps
             for r in caps:
                 want(r["image_id"], r["split"], src)
-    if "vqav2" in raw:
-        image_split = {r["image_id"]: r["split"] for r in rows["captions"] if r["image_id"].startswith("COCO_")}
-        rows["vqa"] = read_vqav2(raw["vqav2"], image_split)
-    if "gqa" in raw:
-        rows["gqa"] = read_gqa(raw["gqa"])
+    if "vqav2" in files:
+        image_split = {r["image_id"]: r["split"] for r in rows["captions"]
+                       if r["image_id"].startswith(IMAGE_NAMESPACE["coco2014"] + "/")}
+        rows["vqa"] = read_vqav2(files["vqav2"], image_split)
+    if "gqa" in files:
+        rows["gqa"] = read_gqa(files["gqa"])
         for r in rows["gqa"]:
             want(r["image_id"], r["split"], "gqa")
-    if "nlvr2" in raw:
-        rows["nlvr2"] = read_nlvr2(raw["nlvr2"])
+    if "nlvr2" in files:
+        rows["nlvr2"] = read_nlvr2(files["nlvr2"])
         for r in rows["nlvr2"]:
             want(r["left_image_id"], r["split"], "nlvr2")
             want(r["right_image_id"], r["split"], "nlvr2")
 
-    out_dir = Path(out_dir)
     counts = {}
     if rows["vqa"]:
         vqa = _table("vqa", rows["vqa"])
@@ -263,11 +273,11 @@ def convert(sources: dict[str, str | os.PathLike], out_dir: str | os.PathLike, v
 
         write_json(out_dir / "vqa_vocab.json", {"answers": vocab, "top_k": vqa_vocab_size})
 
-    roots = {k: Path(v) for k, v in (image_roots or {}).items()}
-    indexes = {src: index_images(roots.get(src, raw[src])) for src in {s for _, s in wanted.values()}}
-    counts["images"] = _write_images(wanted, indexes, roots, raw, table_path(out_dir, "images"))
+    indexes = {src: index_images(files[src], src) for src in sorted({s for _, s in wanted.values()})}
+    where = {src: files[src].where for src in indexes}
+    counts["images"] = _write_images(wanted, indexes, where, table_path(out_dir, "images"))
     for kind in TABLE_KINDS[1:]:
         write_table(_table(kind, rows[kind]), table_path(out_dir, kind), kind)
         counts[kind] = len(rows[kind])
-    log.info("converted %s → %s: %s", sorted(sources), out_dir, counts)
+    log.info("converted %s → %s: %s", sorted(files), out_dir, counts)
     return counts

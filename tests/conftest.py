@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny shapes world and a tokenizer trained on it (built once per session), and
-a loader for Python files that are not importable (bench/ scripts, another folder's test file)."""
+a loader for Python files that are not importable (bench/ scripts, another folder's test file),
+and a published-shape timm ViT folder with random weights."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +58,21 @@ def t5_tokenizer(tokenizer_dir):
     from vltune.backbones.t5 import load_t5_tokenizer
 
     return load_t5_tokenizer(tokenizer_dir)
+
+
+PUBLISHED_VIT = "vit_base_patch16_224.augreg2_in21k_ft_in1k"
+
+
+@pytest.fixture(scope="session")
+def published_vit_dir(tmp_path_factory):
+    """A folder shaped like the published augreg ViT-B/16 as ``fetch_backbone`` saves it (timm's
+    ``save_for_hf``; its config.json has the timm pretrained config, no embed_dim/depth), with
+    random weights and only 2 of its 12 blocks (width, patch, image size and preprocessing real)."""
+    import timm
+    from timm.models import save_for_hf
+
+    out = tmp_path_factory.mktemp("published") / "vit"
+    torch.manual_seed(0)
+    vit = timm.create_model(PUBLISHED_VIT, pretrained=False, num_classes=0, depth=2)
+    save_for_hf(vit, str(out), safe_serialization=True)
+    return out

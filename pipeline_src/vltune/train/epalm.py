@@ -175,24 +175,44 @@ def epalm_loss(model, batch: dict, loss_weight: float = 0.1) -> torch.Tensor:
     return loss_weight * tok.sum(1).mean()
 
 
-def encoder_parameters(vit_dir: str | Path) -> int:
-    """Parameters of the (headless) encoder, counted on the meta device (nothing loaded)."""
+def _meta_encoder(vit_dir: str | Path):
+    """The headless timm model of ``vit_dir`` built on the meta device (shapes only, nothing loaded)."""
     import timm
 
-    with torch.device("meta"):
-        vit = timm.create_model(f"local-dir:{Path(vit_dir)}", pretrained=False, num_classes=0)
-    return sum(p.numel() for p in vit.parameters())
+    vit_dir = Path(vit_dir)
+    if not (vit_dir / "config.json").is_file():
+        raise UserError(f"{vit_dir}: no config.json (expected a timm save_for_hf folder)")
+    try:
+        with torch.device("meta"):
+            return timm.create_model(f"local-dir:{vit_dir}", pretrained=False, num_classes=0)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"{vit_dir}: timm cannot build a model from its config.json ({e!r})") from None
+
+
+def encoder_parameters(vit_dir: str | Path) -> int:
+    """Parameters of the (headless) encoder, counted on the meta device (nothing loaded)."""
+    return sum(p.numel() for p in _meta_encoder(vit_dir).parameters())
+
+
+def encoder_shape(vit_dir: str | Path) -> tuple[int, int]:
+    """(width, depth) of the timm ViT in ``vit_dir``, read from the model timm builds from the
+    folder (on the meta device): a pipeline-pretrained ViT and a published one alike."""
+    vit = _meta_encoder(vit_dir)
+    blocks = getattr(vit, "blocks", None)
+    width = getattr(vit, "embed_dim", None) or getattr(vit, "num_features", None)
+    if blocks is None or not width or getattr(vit, "cls_token", None) is None:
+        raise UserError(f"{vit_dir}: a {type(vit).__name__} is not a timm ViT with a [CLS] token and "
+                        "transformer blocks (eP-ALM reads the [CLS] after every block)")
+    return int(width), len(blocks)
 
 
 def build_epalm(lm_dir: str | Path, vit_dir: str | Path, cached: bool, dropout: float | None = None):
     """EPALM on the OPT in ``lm_dir``; the ViT in ``vit_dir`` is loaded only when perception is
-    recomputed (its width and depth are read from its config otherwise). Returns (model, tokenizer)."""
+    recomputed (its width and depth are read from the model built on the meta device otherwise,
+    :func:`encoder_shape`). Returns (model, tokenizer)."""
     lm, tok = load_opt(lm_dir, dropout)
     if cached:
-        args = read_json(Path(vit_dir) / "config.json").get("model_args", {})
-        if "embed_dim" not in args or "depth" not in args:
-            raise UserError(f"{vit_dir}/config.json: no model_args.embed_dim/depth (expected a timm save_for_hf folder)")
-        return EPALM(lm, None, int(args["embed_dim"]), int(args["depth"])), tok
+        return EPALM(lm, None, *encoder_shape(vit_dir)), tok
     return EPALM(lm, load_vit(vit_dir)), tok
 
 

@@ -124,7 +124,8 @@ class Perception:
         else:
             images = read_table(table_path(data_dir, "images"), "images")
             ids = images["image_id"].to_pylist()
-            self.pixels = decode_uint8(images["image"].to_pylist(), preprocessing["resize"])
+            self.pixels = decode_uint8(images["image"].to_pylist(), preprocessing["resize"],
+                                       preprocessing.get("interpolation", "bicubic"))
             self.preprocessing = preprocessing
             self._augment = _augmentation(preprocessing["resize"]) if augment else None
         self.index = {iid: i for i, iid in enumerate(ids)}

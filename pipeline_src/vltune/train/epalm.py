@@ -127,7 +127,8 @@ class Perception:
             self.pixels = decode_uint8(images["image"].to_pylist(), preprocessing["resize"],
                                        preprocessing.get("interpolation", "bicubic"))
             self.preprocessing = preprocessing
-            self._augment = _augmentation(preprocessing["resize"]) if augment else None
+            self._augment = (_augmentation(preprocessing["resize"], preprocessing.get("interpolation", "bicubic"))
+                             if augment else None)
         self.index = {iid: i for i, iid in enumerate(ids)}
 
     def batch(self, image_ids: list[str]) -> dict:
@@ -143,13 +144,14 @@ class Perception:
         return {"pixel_values": normalize(pixels, self.preprocessing["mean"], self.preprocessing["std"])}
 
 
-def _augmentation(size: int):
-    """The reference's train transform on uint8 images: RandomResizedCrop(scale 0.5–1, bicubic),
-    horizontal flip, RandAugment(2, 7) (``dataset/vqa.py``). The flip swaps left and right, which
-    the world's spatial questions ask about, as the reference's VQA data does."""
+def _augmentation(size: int, interpolation: str = "bicubic"):
+    """The reference's train transform on uint8 images: RandomResizedCrop(scale 0.5–1, with the
+    encoder's interpolation: bicubic, the reference's, for the augreg ViTs), horizontal flip,
+    RandAugment(2, 7) (``dataset/vqa.py``). The flip swaps left and right, which the world's
+    spatial questions ask about, as the reference's VQA data does."""
     from torchvision.transforms import InterpolationMode, v2
 
-    return v2.Compose([v2.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=InterpolationMode.BICUBIC),
+    return v2.Compose([v2.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=InterpolationMode(interpolation)),
                        v2.RandomHorizontalFlip(), v2.RandAugment(num_ops=2, magnitude=7)])
 
 

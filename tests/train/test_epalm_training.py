@@ -199,3 +199,24 @@ def test_encoder_shape_comes_from_the_model_for_pipeline_and_published_vits(back
     (bad / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(UserError, match="not-timm: timm cannot build a model"):
         build_epalm(backbones / "opt", bad, cached=True)
+
+
+def test_an_injection_window_past_the_lms_depth_stops_finetuning_naming_the_key(backbones, tiny_world, tmp_path,
+                                                                                 monkeypatch):
+    """The tiny OPT has 4 layers: end_layer 5 (or start_layer ≥ end_layer) is refused before training."""
+    import vltune.train.epalm as epalm_mod
+    from vltune.train.epalm import finetune_epalm
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(epalm_mod, "train", no_training)
+    args = (tiny_world, backbones / "opt", backbones / "vit", tmp_path / "out", "vqa", "epalm-prompt",
+            TrainConfig(steps=1), 4)
+    with pytest.raises(UserError, match=r"epalm\.method_configs\.epalm-prompt\.end_layer: .*start_layer=1, end_layer=5 "
+                                        r"do not fit the OPT in .*opt, which has 4 layers"):
+        finetune_epalm(*args, features_dir=backbones / "perception", method_config={**METHOD, "end_layer": 5})
+    with pytest.raises(UserError, match=r"epalm-prompt\.start_layer: .*start_layer=3, end_layer=3 .* 4 layers"):
+        finetune_epalm(*args, features_dir=backbones / "perception",
+                       method_config={**METHOD, "n_tokens": 1, "start_layer": 3, "end_layer": 3})
+    assert not (tmp_path / "out").exists()

@@ -34,7 +34,7 @@ from ..features.perception import KEY, perception_preprocessing
 from ..features.store import FeatureStore
 from ..models.epalm import EPALM
 from ..pet import count_parameters, get_method, is_pet_dir, load_pet, save_pet, PET_METHODS
-from ..pet.base import apply_pet
+from ..pet.base import apply_pet, resolve_config
 from ..utils.io import read_json, write_json
 from ..utils.tensors import pad_sequences
 from .loop import TrainConfig, train
@@ -236,7 +236,11 @@ def finetune_epalm(data_dir, lm_dir, vit_dir, out_dir, task: str, method: str, t
     torch.manual_seed(train_cfg.seed)  # the connection's and prompt's init depend on the run seed only
     model, tok = build_epalm(lm_dir, vit_dir, cached, dropout)
     try:
-        apply_pet(model, {**(method_config or {}), "method": method})
+        pet_config = resolve_config({**(method_config or {}), "method": method})
+        error = pet_config.window_error(model.config.num_hidden_layers, f"the OPT in {lm_dir}")
+        if error:  # before any training, named as the config key to change
+            raise UserError(error)
+        apply_pet(model, pet_config)
     except ValueError as e:
         raise UserError(f"finetune-epalm: {e}") from None
     preprocessing = None if cached else perception_preprocessing(model.encoder, normalize_images)

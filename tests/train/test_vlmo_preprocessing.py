@@ -138,3 +138,28 @@ def test_every_stage_after_a_vit_start_decodes_with_the_vits_preprocessing(tiny_
     finetune_vlmo(tmp_path / "specific", tiny_world, tokenizer_dir, "vqa", cfg, 4, eval_split="val")
     expected = {"resize": 16, "interpolation": "bilinear", "mean": list(overlay["mean"]), "std": list(overlay["std"])}
     assert len(seen) == 6 and all(p == expected for p in seen), seen
+
+
+def test_a_vit_start_draws_the_same_random_init_as_building_the_model_first(tmp_path):
+    """The recorded preprocessing changes no weight: the model is built (its random init drawn)
+    before the ViT is loaded, as a VLMo built and then given the ViT's tower by hand."""
+    import timm
+    from timm.models import save_for_hf
+
+    from vltune.backbones.vit import load_vit
+    from vltune.models.vlmo import VLMo, VLMoConfig, init_image_tower
+    from vltune.train.vlmo_pretrain import build_vlmo
+
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=8, embed_dim=16,
+                            depth=2, num_heads=2, mlp_ratio=2.0, num_classes=0, global_pool="token")
+    save_for_hf(vit, str(tmp_path / "vit"), safe_serialization=True)
+    arch = dict(d_model=16, layers=2, vl_layers=1, heads=2, mlp_ratio=2, max_text_len=12, image_size=16, patch_size=8)
+    torch.manual_seed(3)
+    built = build_vlmo(arch, "agnostic", _Tok(), image_init=tmp_path / "vit")
+    after_built = torch.rand(3)
+    torch.manual_seed(3)
+    by_hand = VLMo(VLMoConfig(**arch, vocab_size=50, pad_token_id=0, mask_token_id=4))
+    init_image_tower(by_hand, load_vit(tmp_path / "vit").state_dict())
+    assert torch.equal(torch.rand(3), after_built)
+    for (name, a), (_, b) in zip(built.state_dict().items(), by_hand.state_dict().items()):
+        assert torch.equal(a, b), name

@@ -84,6 +84,7 @@ def build_vlmo(arch: dict, mode: str, tok, init_dir: str | Path | None = None,
         raise UserError("a VLMo starts from a pretrained VLMo (--init) or from a ViT (--image-init), not both")
     cfg = VLMoConfig.from_dict({**arch, "mode": mode, "vocab_size": len(tok), "pad_token_id": tok.pad_token_id,
                                 "mask_token_id": tok.mask_token_id})
+    model = VLMo(cfg)  # built first: the random init draws from the seeded RNG before anything else does
     if image_init is not None:
         from ..backbones.vit import load_vit, vit_preprocessing
 
@@ -92,23 +93,23 @@ def build_vlmo(arch: dict, mode: str, tok, init_dir: str | Path | None = None,
         if prep["resize"] != cfg.image_size:
             raise UserError(f"{image_init}: the ViT takes {prep['resize']} px images, merging.arch.image_size is "
                             f"{cfg.image_size}")
-        cfg = replace(cfg, image_mean=prep["mean"], image_std=prep["std"], image_interpolation=prep["interpolation"])
-        model = VLMo(cfg)
         try:
             init_image_tower(model, vit.state_dict())
         except ValueError as e:
             raise UserError(f"{image_init}: cannot initialise the VLMo's image tower ({e}); merging.arch must "
                             "match the ViT's hidden size, depth, heads, mlp_ratio, patch and image size") from None
+        # the preprocessing shapes no weight: set on the built model's config
+        model.cfg = replace(cfg, image_mean=prep["mean"], image_std=prep["std"],
+                            image_interpolation=prep["interpolation"])
         return model
     if init_dir is None:
-        return VLMo(cfg)
+        return model
     init, _ = load_vlmo(init_dir)
-    cfg = replace(cfg, image_mean=init.cfg.image_mean, image_std=init.cfg.image_std,
-                  image_interpolation=init.cfg.image_interpolation)
+    cfg = model.cfg = replace(cfg, image_mean=init.cfg.image_mean, image_std=init.cfg.image_std,
+                              image_interpolation=init.cfg.image_interpolation)
     if {**init.cfg.to_dict(), "mode": mode} != cfg.to_dict():
         raise UserError(f"{init_dir}: its architecture {init.cfg.to_dict()} differs from the configured one "
                         f"{cfg.to_dict()} (other than the mode)")
-    model = VLMo(cfg)
     state = init.state_dict()
     if init.cfg.mode != mode:
         if init.cfg.mode != "agnostic":

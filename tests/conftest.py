@@ -8,6 +8,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +80,10 @@ def published_backbones_full(tmp_path_factory):
     from published_backbones import BackboneFolders
 
     return BackboneFolders(tmp_path_factory.mktemp("published-full"))
+
+
+@pytest.fixture(scope="session")
+def published_vit_dir(published_backbones):
+    """The augreg ViT-B/16 as ``fetch_backbone`` saves it (timm's ``save_for_hf``: its config.json
+    has the timm pretrained config, no embed_dim/depth), 2 of its 12 blocks, random weights."""
+    return published_backbones["vit-b16"]

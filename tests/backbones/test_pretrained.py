@@ -196,3 +196,17 @@ def test_vl_tokens_are_added_to_a_published_lm_once_and_deterministically(tmp_pa
     assert len(set(ids)) == len(VIS_EXTRA_IDS) and vl_tok.unk_token_id not in ids
     again = fetch_backbone("lm", tmp_path / "c", source=str(a), add_tokens=VIS_EXTRA_IDS)
     assert json.loads((again / "backbone.json").read_text())["added_tokens"] == 0
+
+
+def test_known_layers_of_a_published_lm_without_loading_it(tmp_path):
+    """The shipped OPTs' depths are the Hub configs' num_hidden_layers; a local folder's is read
+    from its config.json; a Hub id that is not shipped is unknown before fetching."""
+    from transformers import OPTConfig
+
+    from vltune.backbones.pretrained import known_layers
+
+    assert (known_layers("opt-350m"), known_layers("opt-2.7b"), known_layers("opt-6.7b")) == (24, 32, 32)
+    assert known_layers("someone/opt-x") is None and known_layers("vit-b16") is None
+    OPTConfig(num_hidden_layers=3).save_pretrained(tmp_path / "opt")
+    assert known_layers("my-opt", str(tmp_path / "opt")) == 3
+    assert known_layers("my-opt", str(tmp_path / "missing")) is None

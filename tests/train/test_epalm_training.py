@@ -172,3 +172,51 @@ def test_loaders_take_saved_folders_and_reject_what_cannot_work(backbones, tmp_p
 
         finetune_epalm(None, backbones / "opt", backbones / "vit", tmp_path / "x", "vqa", "lora",
                        TrainConfig(steps=1), 4)
+
+
+def test_encoder_shape_comes_from_the_model_for_pipeline_and_published_vits(backbones, published_vit_dir, tmp_path):
+    """Width and depth come from the model timm builds from the folder: the pipeline's ViT (its
+    config.json has model_args) and a published-shape one (timm's pretrained config only)."""
+    import timm
+
+    from vltune.train.epalm import build_epalm, encoder_shape
+
+    assert encoder_shape(backbones / "vit") == (VIT_ARCH["hidden"], VIT_ARCH["layers"])
+    assert "embed_dim" not in json.loads((published_vit_dir / "config.json").read_text()).get("model_args", {})
+    reference = timm.create_model(f"local-dir:{published_vit_dir}", pretrained=True, num_classes=0)
+    assert encoder_shape(published_vit_dir) == (reference.embed_dim, len(reference.blocks)) == (768, 2)
+    model, _ = build_epalm(backbones / "opt", published_vit_dir, cached=True)
+    assert model.encoder is None and (model.vision_width, model.vision_depth) == (768, 2)
+    # a timm model without a [CLS] token / blocks is refused naming the folder
+    cnn = tmp_path / "cnn"
+    from timm.models import save_for_hf
+
+    save_for_hf(timm.create_model("resnet10t", pretrained=False, num_classes=0), str(cnn), safe_serialization=True)
+    with pytest.raises(UserError, match=r"cnn: a ResNet is not a timm ViT"):
+        encoder_shape(cnn)
+    bad = tmp_path / "not-timm"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(UserError, match="not-timm: timm cannot build a model"):
+        build_epalm(backbones / "opt", bad, cached=True)
+
+
+def test_an_injection_window_past_the_lms_depth_stops_finetuning_naming_the_key(backbones, tiny_world, tmp_path,
+                                                                                 monkeypatch):
+    """The tiny OPT has 4 layers: end_layer 5 (or start_layer ≥ end_layer) is refused before training."""
+    import vltune.train.epalm as epalm_mod
+    from vltune.train.epalm import finetune_epalm
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(epalm_mod, "train", no_training)
+    args = (tiny_world, backbones / "opt", backbones / "vit", tmp_path / "out", "vqa", "epalm-prompt",
+            TrainConfig(steps=1), 4)
+    with pytest.raises(UserError, match=r"epalm\.method_configs\.epalm-prompt\.end_layer: .*start_layer=1, end_layer=5 "
+                                        r"do not fit the OPT in .*opt, which has 4 layers"):
+        finetune_epalm(*args, features_dir=backbones / "perception", method_config={**METHOD, "end_layer": 5})
+    with pytest.raises(UserError, match=r"epalm-prompt\.start_layer: .*start_layer=3, end_layer=3 .* 4 layers"):
+        finetune_epalm(*args, features_dir=backbones / "perception",
+                       method_config={**METHOD, "n_tokens": 1, "start_layer": 3, "end_layer": 3})
+    assert not (tmp_path / "out").exists()

@@ -130,3 +130,22 @@ def test_the_paper_config_reads_36_pooled_grid_tokens_per_image(tmp_path):
     assert '"visual": {"cls": false, "grid_pool": 6}' in finetune
     extract = next(c for c in shell_commands(proc.stdout) if subcommand(c) == "extract-features")
     assert '"tokens"' not in extract  # how the store is read is not how it is extracted
+
+
+def test_an_epalm_window_deeper_than_a_local_opt_is_refused_naming_the_key(tmp_path):
+    """paper.yaml injects into layers 19..30; a local OPT folder of 2 layers stops the workflow at
+    parse time, naming the key, the LM and its depth (its config.json read, no weights)."""
+    from transformers import OPTConfig
+
+    opt = tmp_path / "opt-folder"
+    OPTConfig(num_hidden_layers=2, hidden_size=16, ffn_dim=32, num_attention_heads=2,
+              word_embed_proj_dim=16).save_pretrained(opt)
+    cfg = yaml.safe_load(PAPER.read_text())
+    cfg["backbones"]["opt"] = {"name": "my-opt", "published": {"source": str(opt)}}
+    path = tmp_path / "paper.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake_dry_run(tmp_path / "work", path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config key epalm.method_configs.epalm-linear.end_layer" in out, out[-3000:]
+    assert "'my-opt'" in out and "which has 2 layers" in out

@@ -82,6 +82,36 @@ def check_merging_image_init():
 
 check_merging_image_init()
 
+
+def check_epalm_layers():
+    """eP-ALM's injection window (epalm.method_configs.<method>.start_layer / end_layer) must fit
+    the OPT's depth: from backbones.opt.arch for a tiny one, the shipped table for a published
+    name, a local `published.source` folder's config.json; unknown depths (a Hub id that is not
+    shipped) are checked by finetune_epalm once the LM is loaded. Reads no weights, imports no torch
+    beyond what check_method_configs already needs."""
+    from vltune.backbones.pretrained import known_layers
+    from vltune.pet import resolve_config
+
+    e = config.get("epalm")
+    if not e or not e["methods"]:
+        return
+    opt = config["backbones"]["opt"]
+    if opt.get("published") is None:
+        depth, lm = opt["arch"]["layers"], f"backbones.opt {opt['name']!r} (arch.layers)"
+    else:
+        source = opt["published"].get("source")
+        depth = known_layers(opt["name"], source)
+        lm = f"backbones.opt {opt['name']!r}" + (f" ({source}/config.json)" if source else "")
+    if depth is None:
+        return
+    for method in e["methods"]:
+        error = resolve_config({**e["method_configs"].get(method, {}), "method": method}).window_error(int(depth), lm)
+        if error:
+            raise ValueError(error)
+
+
+check_epalm_layers()
+
 DATASET = config["dataset"]
 DATA = f"resources/data/{DATASET}"
 CLIP = config["backbones"]["clip"]["name"]

@@ -38,20 +38,35 @@ class Published:
     library: str  # "transformers" or "timm"
     source: str   # Hub id (transformers) or timm model name with its pretrained tag
     kind: str     # seq2seq | causal | image
+    layers: int | None = None  # decoder layers of a causal LM (checked before any job, no download)
 
 
 PUBLISHED: dict[str, Published] = {
     "bart-base": Published("transformers", "facebook/bart-base", "seq2seq"),
     "t5-base": Published("transformers", "google-t5/t5-base", "seq2seq"),
-    "opt-350m": Published("transformers", "facebook/opt-350m", "causal"),
-    "opt-2.7b": Published("transformers", "facebook/opt-2.7b", "causal"),
-    "opt-6.7b": Published("transformers", "facebook/opt-6.7b", "causal"),
+    "opt-350m": Published("transformers", "facebook/opt-350m", "causal", layers=24),
+    "opt-2.7b": Published("transformers", "facebook/opt-2.7b", "causal", layers=32),
+    "opt-6.7b": Published("transformers", "facebook/opt-6.7b", "causal", layers=32),
     # eP-ALM's encoders: timm `vit_base_patch16_224` / `vit_large_patch16_224` (their default tags)
     "vit-b16": Published("timm", "vit_base_patch16_224.augreg2_in21k_ft_in1k", "image"),
     "vit-l16": Published("timm", "vit_large_patch16_224.augreg_in21k_ft_in1k", "image"),
     "clip-rn101": Published("timm", "resnet101_clip.openai", "image"),
     "clip-vit-b32": Published("timm", "vit_base_patch32_clip_224.openai", "image"),
 }
+
+
+def known_layers(name: str, source: str | None = None) -> int | None:
+    """Layers of the published LM ``name`` without loading it (nor importing torch): a local
+    ``source`` folder's ``config.json`` ``num_hidden_layers``, else the shipped entry's; None when
+    it is not known before fetching (a Hub id that is not shipped, a folder without the key)."""
+    if source:
+        config = Path(source).expanduser() / "config.json"
+        if not config.is_file():
+            return None
+        layers = read_json(config).get("num_hidden_layers")
+        return int(layers) if isinstance(layers, int) else None
+    entry = PUBLISHED.get(name)
+    return entry.layers if entry else None
 
 
 def offline() -> bool:

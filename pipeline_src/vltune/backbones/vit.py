@@ -185,7 +185,15 @@ def block_cls(vit, pixel_values: torch.Tensor) -> torch.Tensor:
 
 
 def vit_preprocessing(vit) -> dict:
-    """What the encoder expects: input side and normalisation (from its timm pretrained config)."""
-    cfg = vit.pretrained_cfg
-    return {"resize": int(cfg["input_size"][-1]), "interpolation": cfg.get("interpolation", "bicubic"),
-            "mean": list(cfg["mean"]), "std": list(cfg["std"])}
+    """What the encoder expects: input side, interpolation and mean/std, as timm resolves them from
+    the model's pretrained config (``timm.data.resolve_data_config``). Images are resized to the
+    input side directly (no ``crop_pct`` centre crop: the world's images are framed whole)."""
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=vit)
+    height, width = cfg["input_size"][-2:]
+    if height != width:
+        raise UserError(f"{vit.pretrained_cfg.get('architecture', type(vit).__name__)}: input size "
+                        f"{height}x{width} is not square (images are resized to a square side)")
+    return {"resize": int(width), "interpolation": str(cfg["interpolation"]),
+            "mean": [float(m) for m in cfg["mean"]], "std": [float(s) for s in cfg["std"]]}

@@ -61,7 +61,7 @@ class VLMoTask:
         # the one a checkpoint was trained with.
         self.data = {split: load_task(data_dir, task, split, self.tok, max_len, answers=answers) for split in splits}
         self.answers = answers if answers is not None else self.data[splits[0]].answers
-        self.bank = ImageBank(data_dir, tuple(splits), self.backbone.cfg.image_size)
+        self.bank = ImageBank(data_dir, tuple(splits), self.backbone.cfg.preprocessing)
 
     def model(self, method_config: dict | None, seed: int) -> TaskModel:
         """The task model with ``das`` applied (``method_config``: DasConfig fields)."""

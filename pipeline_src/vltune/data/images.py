@@ -14,16 +14,30 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def decode_uint8(blobs: Sequence[bytes], size: int) -> torch.Tensor:
-    """PNG/JPEG bytes → uint8 tensor (N, 3, size, size), resized (bicubic) if needed."""
+# timm's / torchvision's interpolation names → PIL's resampling filters
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+
+
+def pil_resample(interpolation: str):
+    """PIL's resampling filter named ``interpolation`` (as timm's pretrained configs name them)."""
     from PIL import Image
 
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"image interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    return getattr(Image.Resampling, interpolation.upper())
+
+
+def decode_uint8(blobs: Sequence[bytes], size: int, interpolation: str = "bicubic") -> torch.Tensor:
+    """PNG/JPEG bytes → uint8 tensor (N, 3, size, size), resized with ``interpolation`` if needed."""
+    from PIL import Image
+
+    resample = pil_resample(interpolation)
     out = np.empty((len(blobs), size, size, 3), dtype=np.uint8)
     for i, blob in enumerate(blobs):
         with Image.open(io.BytesIO(blob)) as im:
             im = im.convert("RGB")
             if im.size != (size, size):
-                im = im.resize((size, size), Image.BICUBIC)
+                im = im.resize((size, size), resample)
             out[i] = np.asarray(im)
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
@@ -35,7 +49,7 @@ def normalize(images: torch.Tensor, mean: Sequence[float] = CLIP_MEAN, std: Sequ
 
 
 def decode_images(blobs: Sequence[bytes], size: int, mean: Sequence[float] = CLIP_MEAN,
-                  std: Sequence[float] = CLIP_STD) -> torch.Tensor:
-    """PNG/JPEG bytes → float tensor (N, 3, size, size), resized (bicubic) if needed, normalised
-    with ``mean``/``std`` (CLIP's by default)."""
-    return normalize(decode_uint8(blobs, size), mean, std)
+                  std: Sequence[float] = CLIP_STD, interpolation: str = "bicubic") -> torch.Tensor:
+    """PNG/JPEG bytes → float tensor (N, 3, size, size), resized with ``interpolation`` (bicubic by
+    default) if needed, normalised with ``mean``/``std`` (CLIP's by default)."""
+    return normalize(decode_uint8(blobs, size, interpolation), mean, std)

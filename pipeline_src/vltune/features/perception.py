@@ -6,9 +6,11 @@ reads it from the feature store (``vltune.train.epalm``); with augmentation on, 
 the encoder instead. All blocks are stored (key ``cls_layers``, (depth, d_v) per image), so the
 number of injected tokens M can change without re-extraction.
 
-Preprocessing: the image resized to the encoder's input side (bicubic) and normalised with CLIP's
-constants, as the reference does for every encoder (seeds-spec §3(f) item 3/4; ``normalize:
-clip``), or with the encoder's own (``normalize: encoder``; 0.5/0.5 for the augreg ViTs).
+Preprocessing: the image resized to the encoder's input side with the encoder's interpolation
+(both from its timm pretrained config, ``timm.data.resolve_data_config``), then normalised with
+CLIP's constants, as the reference does for every encoder (seeds-spec §3(f) item 3/4;
+``normalize: clip``), or with the encoder's own mean/std (``normalize: encoder``; 0.5/0.5 for the
+augreg ViTs).
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def perception_preprocessing(vit, normalize: str = "clip") -> dict:
-    """Input side, interpolation and mean/std the perception of ``vit`` is computed with."""
+    """Input side, interpolation and mean/std the perception of ``vit`` is computed with: side and
+    interpolation always the encoder's (timm's resolved data config), mean/std the encoder's
+    (``"encoder"``) or CLIP's (``"clip"``)."""
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     prep = vit_preprocessing(vit)
@@ -59,7 +63,8 @@ def extract_perception(data_dir: str | Path, vit_dir: str | Path, out_dir: str |
                            dtype=DTYPES[dtype])
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     for start in tqdm(range(0, len(ids), batch_size), desc="extract_perception", mininterval=5, disable=None):
-        pixels = decode_images(blobs.slice(start, batch_size).to_pylist(), prep["resize"], prep["mean"], prep["std"])
+        pixels = decode_images(blobs.slice(start, batch_size).to_pylist(), prep["resize"], prep["mean"], prep["std"],
+                               prep["interpolation"])
         with autocast:
             cls = block_cls(vit, pixels.to(device))
         writer.add(ids[start:start + batch_size], {KEY: cls.float()})

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.images import CLIP_MEAN, CLIP_STD, INTERPOLATIONS
+
 __all__ = ["VLMoConfig", "VLMo", "MODES", "expert_layers", "specific_from_agnostic", "init_image_tower"]
 
 MODES = ("agnostic", "specific")
@@ -51,6 +53,11 @@ class VLMoConfig:
         mode: "agnostic" (shared weights) or "specific" (one weight set per expert).
         pad_token_id, mask_token_id: from the tokenizer.
         image_types: token types for images (2: an NLVR2 pair's left and right image, as the code's 3 types).
+        image_mean, image_std, image_interpolation: how images are resized to ``image_size`` and
+            normalised for the image stream: CLIP's constants and bicubic for a VLMo trained from
+            scratch; a VLMo whose image stream starts from a timm ViT takes the ViT's (its resolved
+            data config), and every model derived from it (pretraining stages, merges, fine-tuning,
+            DAS) keeps them, as this config travels with the checkpoint.
     """
 
     vocab_size: int
@@ -67,6 +74,9 @@ class VLMoConfig:
     pad_token_id: int = 0
     mask_token_id: int = 4
     image_types: int = 2
+    image_mean: tuple[float, ...] = CLIP_MEAN
+    image_std: tuple[float, ...] = CLIP_STD
+    image_interpolation: str = "bicubic"
 
     # What the PET registry keys its module-name table by (vltune.pet.targets.FAMILIES), as HF's
     # ``config.model_type``; not an architecture field.
@@ -81,6 +91,12 @@ class VLMoConfig:
             raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        self.image_mean = tuple(float(x) for x in self.image_mean)  # JSON gives lists
+        self.image_std = tuple(float(x) for x in self.image_std)
+        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
+            raise ValueError(f"image_mean/image_std need 3 values each (std > 0), got {self.image_mean}, {self.image_std}")
+        if self.image_interpolation not in INTERPOLATIONS:
+            raise ValueError(f"image_interpolation must be one of {INTERPOLATIONS}, got {self.image_interpolation!r}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "VLMoConfig":
@@ -92,6 +108,12 @@ class VLMoConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def preprocessing(self) -> dict:
+        """Input side, interpolation and mean/std of the image stream (``vltune.train.vlmo_data.ImageBank``)."""
+        return {"resize": self.image_size, "interpolation": self.image_interpolation,
+                "mean": list(self.image_mean), "std": list(self.image_std)}
 
     @property
     def shallow(self) -> int:

@@ -34,7 +34,7 @@ from ..features.perception import KEY, perception_preprocessing
 from ..features.store import FeatureStore
 from ..models.epalm import EPALM
 from ..pet import count_parameters, get_method, is_pet_dir, load_pet, save_pet, PET_METHODS
-from ..pet.base import apply_pet
+from ..pet.base import apply_pet, resolve_config
 from ..utils.io import read_json, write_json
 from ..utils.tensors import pad_sequences
 from .loop import TrainConfig, train
@@ -124,9 +124,11 @@ class Perception:
         else:
             images = read_table(table_path(data_dir, "images"), "images")
             ids = images["image_id"].to_pylist()
-            self.pixels = decode_uint8(images["image"].to_pylist(), preprocessing["resize"])
+            self.pixels = decode_uint8(images["image"].to_pylist(), preprocessing["resize"],
+                                       preprocessing.get("interpolation", "bicubic"))
             self.preprocessing = preprocessing
-            self._augment = _augmentation(preprocessing["resize"]) if augment else None
+            self._augment = (_augmentation(preprocessing["resize"], preprocessing.get("interpolation", "bicubic"))
+                             if augment else None)
         self.index = {iid: i for i, iid in enumerate(ids)}
 
     def batch(self, image_ids: list[str]) -> dict:
@@ -142,13 +144,14 @@ class Perception:
         return {"pixel_values": normalize(pixels, self.preprocessing["mean"], self.preprocessing["std"])}
 
 
-def _augmentation(size: int):
-    """The reference's train transform on uint8 images: RandomResizedCrop(scale 0.5–1, bicubic),
-    horizontal flip, RandAugment(2, 7) (``dataset/vqa.py``). The flip swaps left and right, which
-    the world's spatial questions ask about, as the reference's VQA data does."""
+def _augmentation(size: int, interpolation: str = "bicubic"):
+    """The reference's train transform on uint8 images: RandomResizedCrop(scale 0.5–1, with the
+    encoder's interpolation: bicubic, the reference's, for the augreg ViTs), horizontal flip,
+    RandAugment(2, 7) (``dataset/vqa.py``). The flip swaps left and right, which the world's
+    spatial questions ask about, as the reference's VQA data does."""
     from torchvision.transforms import InterpolationMode, v2
 
-    return v2.Compose([v2.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=InterpolationMode.BICUBIC),
+    return v2.Compose([v2.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=InterpolationMode(interpolation)),
                        v2.RandomHorizontalFlip(), v2.RandAugment(num_ops=2, magnitude=7)])
 
 
@@ -175,24 +178,44 @@ def epalm_loss(model, batch: dict, loss_weight: float = 0.1) -> torch.Tensor:
     return loss_weight * tok.sum(1).mean()
 
 
-def encoder_parameters(vit_dir: str | Path) -> int:
-    """Parameters of the (headless) encoder, counted on the meta device (nothing loaded)."""
+def _meta_encoder(vit_dir: str | Path):
+    """The headless timm model of ``vit_dir`` built on the meta device (shapes only, nothing loaded)."""
     import timm
 
-    with torch.device("meta"):
-        vit = timm.create_model(f"local-dir:{Path(vit_dir)}", pretrained=False, num_classes=0)
-    return sum(p.numel() for p in vit.parameters())
+    vit_dir = Path(vit_dir)
+    if not (vit_dir / "config.json").is_file():
+        raise UserError(f"{vit_dir}: no config.json (expected a timm save_for_hf folder)")
+    try:
+        with torch.device("meta"):
+            return timm.create_model(f"local-dir:{vit_dir}", pretrained=False, num_classes=0)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"{vit_dir}: timm cannot build a model from its config.json ({e!r})") from None
+
+
+def encoder_parameters(vit_dir: str | Path) -> int:
+    """Parameters of the (headless) encoder, counted on the meta device (nothing loaded)."""
+    return sum(p.numel() for p in _meta_encoder(vit_dir).parameters())
+
+
+def encoder_shape(vit_dir: str | Path) -> tuple[int, int]:
+    """(width, depth) of the timm ViT in ``vit_dir``, read from the model timm builds from the
+    folder (on the meta device): a pipeline-pretrained ViT and a published one alike."""
+    vit = _meta_encoder(vit_dir)
+    blocks = getattr(vit, "blocks", None)
+    width = getattr(vit, "embed_dim", None) or getattr(vit, "num_features", None)
+    if blocks is None or not width or getattr(vit, "cls_token", None) is None:
+        raise UserError(f"{vit_dir}: a {type(vit).__name__} is not a timm ViT with a [CLS] token and "
+                        "transformer blocks (eP-ALM reads the [CLS] after every block)")
+    return int(width), len(blocks)
 
 
 def build_epalm(lm_dir: str | Path, vit_dir: str | Path, cached: bool, dropout: float | None = None):
     """EPALM on the OPT in ``lm_dir``; the ViT in ``vit_dir`` is loaded only when perception is
-    recomputed (its width and depth are read from its config otherwise). Returns (model, tokenizer)."""
+    recomputed (its width and depth are read from the model built on the meta device otherwise,
+    :func:`encoder_shape`). Returns (model, tokenizer)."""
     lm, tok = load_opt(lm_dir, dropout)
     if cached:
-        args = read_json(Path(vit_dir) / "config.json").get("model_args", {})
-        if "embed_dim" not in args or "depth" not in args:
-            raise UserError(f"{vit_dir}/config.json: no model_args.embed_dim/depth (expected a timm save_for_hf folder)")
-        return EPALM(lm, None, int(args["embed_dim"]), int(args["depth"])), tok
+        return EPALM(lm, None, *encoder_shape(vit_dir)), tok
     return EPALM(lm, load_vit(vit_dir)), tok
 
 
@@ -213,7 +236,11 @@ def finetune_epalm(data_dir, lm_dir, vit_dir, out_dir, task: str, method: str, t
     torch.manual_seed(train_cfg.seed)  # the connection's and prompt's init depend on the run seed only
     model, tok = build_epalm(lm_dir, vit_dir, cached, dropout)
     try:
-        apply_pet(model, {**(method_config or {}), "method": method})
+        pet_config = resolve_config({**(method_config or {}), "method": method})
+        error = pet_config.window_error(model.config.num_hidden_layers, f"the OPT in {lm_dir}")
+        if error:  # before any training, named as the config key to change
+            raise UserError(error)
+        apply_pet(model, pet_config)
     except ValueError as e:
         raise UserError(f"finetune-epalm: {e}") from None
     preprocessing = None if cached else perception_preprocessing(model.encoder, normalize_images)

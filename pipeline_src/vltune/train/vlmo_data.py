@@ -25,16 +25,20 @@ TASKS = ("vqa", "nlvr2", "retrieval")
 
 
 class ImageBank:
-    """Every image of the given splits, decoded once (float16 in memory, float32 per batch)."""
+    """Every image of the given splits, decoded once (float16 in memory, float32 per batch) with
+    ``preprocessing`` (``VLMoConfig.preprocessing``: side, interpolation, mean/std)."""
 
-    def __init__(self, data_dir: str | Path, splits: tuple[str, ...], image_size: int):
+    def __init__(self, data_dir: str | Path, splits: tuple[str, ...], preprocessing: dict):
         t = read_table(table_path(data_dir, "images"), "images")
         t = t.filter(pc.is_in(t["split"], value_set=pa.array(list(splits))))
         ids = t["image_id"].to_pylist()
         blobs = t["image"].to_pylist()
-        chunks = [decode_images(blobs[i:i + 1024], image_size).half() for i in range(0, len(blobs), 1024)]
+        image_size = int(preprocessing["resize"])
+        chunks = [decode_images(blobs[i:i + 1024], image_size, preprocessing["mean"], preprocessing["std"],
+                                preprocessing["interpolation"]).half() for i in range(0, len(blobs), 1024)]
         self.pixels = torch.cat(chunks) if chunks else torch.empty(0, 3, image_size, image_size, dtype=torch.half)
         self.index = {iid: i for i, iid in enumerate(ids)}
+        self.preprocessing = dict(preprocessing)
 
     def __len__(self) -> int:
         return len(self.index)

@@ -15,6 +15,7 @@ this is exact, not an approximation.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -75,26 +76,37 @@ def load_vlmo(model_dir: str | Path) -> tuple[VLMo, dict]:
 def build_vlmo(arch: dict, mode: str, tok, init_dir: str | Path | None = None,
                image_init: str | Path | None = None) -> VLMo:
     """A fresh model, one whose image tower (and every shared block) starts from the timm ViT in
-    ``image_init`` (the paper's BEiT start, :func:`init_image_tower`), or one initialised from a
-    pretrained VLMo in ``init_dir``: same mode, or a modality-agnostic one expanded into experts
-    (every expert a copy of the shared weights)."""
+    ``image_init`` (the paper's BEiT start, :func:`init_image_tower`; the model then preprocesses
+    images as the ViT does: its resolved side, interpolation and mean/std), or one initialised from
+    a pretrained VLMo in ``init_dir``: same mode, or a modality-agnostic one expanded into experts
+    (every expert a copy of the shared weights), with the init's preprocessing."""
     if init_dir is not None and image_init is not None:
         raise UserError("a VLMo starts from a pretrained VLMo (--init) or from a ViT (--image-init), not both")
     cfg = VLMoConfig.from_dict({**arch, "mode": mode, "vocab_size": len(tok), "pad_token_id": tok.pad_token_id,
                                 "mask_token_id": tok.mask_token_id})
-    model = VLMo(cfg)
+    model = VLMo(cfg)  # built first: the random init draws from the seeded RNG before anything else does
     if image_init is not None:
-        from ..backbones.vit import load_vit
+        from ..backbones.vit import load_vit, vit_preprocessing
 
+        vit = load_vit(image_init)
+        prep = vit_preprocessing(vit)
+        if prep["resize"] != cfg.image_size:
+            raise UserError(f"{image_init}: the ViT takes {prep['resize']} px images, merging.arch.image_size is "
+                            f"{cfg.image_size}")
         try:
-            init_image_tower(model, load_vit(image_init).state_dict())
+            init_image_tower(model, vit.state_dict())
         except ValueError as e:
             raise UserError(f"{image_init}: cannot initialise the VLMo's image tower ({e}); merging.arch must "
                             "match the ViT's hidden size, depth, heads, mlp_ratio, patch and image size") from None
+        # the preprocessing shapes no weight: set on the built model's config
+        model.cfg = replace(cfg, image_mean=prep["mean"], image_std=prep["std"],
+                            image_interpolation=prep["interpolation"])
         return model
     if init_dir is None:
         return model
     init, _ = load_vlmo(init_dir)
+    cfg = model.cfg = replace(cfg, image_mean=init.cfg.image_mean, image_std=init.cfg.image_std,
+                              image_interpolation=init.cfg.image_interpolation)
     if {**init.cfg.to_dict(), "mode": mode} != cfg.to_dict():
         raise UserError(f"{init_dir}: its architecture {init.cfg.to_dict()} differs from the configured one "
                         f"{cfg.to_dict()} (other than the mode)")
@@ -159,10 +171,10 @@ def pretrain_loss(model: VLMo, b: dict) -> torch.Tensor:
 class CaptionBatches:
     """Step → batch of (image, one of its captions, masked copy) from one split, reproducibly."""
 
-    def __init__(self, data_dir, split: str, tok, image_size: int, max_len: int, batch_size: int,
+    def __init__(self, data_dir, split: str, tok, preprocessing: dict, max_len: int, batch_size: int,
                  mlm_prob: float, seed: int):
         self.ids, caps = captions(data_dir, split)
-        self.bank = ImageBank(data_dir, (split,), image_size)
+        self.bank = ImageBank(data_dir, (split,), preprocessing)
         flat = [c for cs in caps for c in cs]
         self.offsets = np.cumsum([0] + [len(cs) for cs in caps])
         self.texts = tokenize(tok, flat, max_len)
@@ -205,12 +217,12 @@ def pretrain_vlmo(data_dir, tokenizer_dir, out_dir, arch: dict, mode: str, train
     torch.manual_seed(train_cfg.seed)  # a fresh model's init depends on the config's seed only
     model = build_vlmo(arch, mode, tok, init_dir, image_init)
     max_len = model.cfg.max_text_len
-    batches = CaptionBatches(data_dir, "train", tok, model.cfg.image_size, max_len, batch_size, mlm_prob,
+    batches = CaptionBatches(data_dir, "train", tok, model.cfg.preprocessing, max_len, batch_size, mlm_prob,
                              train_cfg.seed)
     log.info("pretraining a %s VLMo (%d parameters) on %d images", mode, sum(p.numel() for p in model.parameters()),
              len(batches.ids))
     result = train(model, batches, pretrain_loss, train_cfg, resume_dir=resume_dir, desc=f"pretrain_vlmo[{stage or mode}]")
-    val = CaptionBatches(data_dir, "val", tok, model.cfg.image_size, max_len, batch_size, mlm_prob, 12345)
+    val = CaptionBatches(data_dir, "val", tok, model.cfg.preprocessing, max_len, batch_size, mlm_prob, 12345)
     result.update(validation_scores(model, val))
     params = sum(p.numel() for p in model.parameters())
     save_vlmo(model, out_dir, {"stage": stage, "init": str(init_dir or ""), "image_init": str(image_init or ""),

@@ -128,7 +128,7 @@ def finetune_vlmo(init_dir, data_dir, tokenizer_dir, task: str, train_cfg: Train
     max_len = backbone.cfg.max_text_len
     train_data = load_task(data_dir, task, "train", tok, max_len)
     eval_data = load_task(data_dir, task, eval_split, tok, max_len, answers=train_data.answers or None)
-    bank = ImageBank(data_dir, ("train", eval_split), backbone.cfg.image_size)
+    bank = ImageBank(data_dir, ("train", eval_split), backbone.cfg.preprocessing)
     torch.manual_seed(train_cfg.seed)  # the new head's init depends on the run seed only
     model = TaskModel(backbone, task, len(train_data.answers))
 
@@ -162,7 +162,7 @@ def collect_task_grams(model_dir, data_dir, tokenizer_dir, task: str, split: str
     tok = load_tokenizer(tokenizer_dir)
     backbone, _ = load_vlmo(model_dir)
     data = load_task(data_dir, task, split, tok, backbone.cfg.max_text_len)
-    bank = ImageBank(data_dir, (split,), backbone.cfg.image_size)
+    bank = ImageBank(data_dir, (split,), backbone.cfg.preprocessing)
     model = TaskModel(backbone, task, max(1, len(data.answers))).eval()
 
     def run_pass() -> None:

@@ -43,11 +43,25 @@ class EpalmLinearConfig(PetConfig):
         if not isinstance(self.shared_connector, bool):
             raise ValueError(f"{self.method}: shared_connector must be true or false, got {self.shared_connector!r}")
 
+    def _window(self, n_layers: int) -> tuple[int, int]:
+        end = n_layers - 1 if self.end_layer is None else self.end_layer
+        return (max(0, end - 12) if self.start_layer is None else self.start_layer), end
+
+    def window_error(self, n_layers: int, lm: str) -> str | None:
+        """None if the injection window fits an LM of ``n_layers`` layers (``0 <= s < e <=
+        n_layers``); else one line naming the config key to change, the LM ``lm`` and its depth."""
+        start, end = self._window(n_layers)
+        if 0 <= start < end <= n_layers:
+            return None
+        key = "start_layer" if end <= n_layers and self.start_layer is not None else "end_layer"
+        return (f"config key epalm.method_configs.{self.method}.{key}: injection layers start_layer={start}, "
+                f"end_layer={end} do not fit {lm}, which has {n_layers} layers "
+                f"(need 0 <= start_layer < end_layer <= {n_layers})")
+
     def layers(self, n_layers: int) -> tuple[int, int]:
         """(s, e) on an LM of ``n_layers`` layers, defaults resolved; ValueError if outside it."""
-        end = n_layers - 1 if self.end_layer is None else self.end_layer
-        start = max(0, end - 12) if self.start_layer is None else self.start_layer
-        if not 0 <= start < end <= n_layers:
+        start, end = self._window(n_layers)
+        if self.window_error(n_layers, "the LM"):
             raise ValueError(f"{self.method}: injection layers {start}..{end - 1} (start_layer={self.start_layer}, "
                              f"end_layer={self.end_layer}) do not fit an LM of {n_layers} layers")
         return start, end

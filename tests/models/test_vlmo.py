@@ -179,3 +179,16 @@ def test_build_vlmo_starts_from_a_saved_vit_folder_and_refuses_bad_starts(tmp_pa
         build_vlmo({**arch, "mlp_ratio": 4}, "agnostic", _Tok(), image_init=tmp_path / "vit")
     with pytest.raises(UserError, match="not both"):
         build_vlmo(arch, "agnostic", _Tok(), init_dir=tmp_path / "seed", image_init=tmp_path / "vit")
+
+
+def test_pretraining_batches_of_fewer_than_two_pairs_are_refused_before_training(tiny_world, tokenizer):
+    """ITC and ITM contrast each image-caption pair with another one of the batch: a split with a
+    single pair (or batch_size 1) has no negative, so it stops with the split and key named."""
+    from vltune.errors import UserError
+    from vltune.train.vlmo_pretrain import CaptionBatches
+
+    prep = VLMoConfig(vocab_size=len(tokenizer), d_model=16, layers=2, vl_layers=1, heads=2).preprocessing
+    assert CaptionBatches(tiny_world, "val", tokenizer, prep, 16, 2, 0.15, 0)(0)["input_ids"].shape[0] == 2
+    with pytest.raises(UserError, match=r"2 or more image-caption pairs; the val split has \d+ and "
+                                        r"merging.pretrain.batch_size is 1"):
+        CaptionBatches(tiny_world, "val", tokenizer, prep, 16, 1, 0.15, 0)

@@ -71,10 +71,11 @@ def _override(mirror: Path, manifests: Path, backbones) -> dict:
                     "pretrain": {"batch_size": 2, "seed": {"steps": 2, **short}, "specific": {"steps": 2, **short}},
                     "grams": {"batch_size": 2}, "interpolation": {"ratios": [0.5]}, "arithmetic": {"lambdas": [0.5]},
                     "seeds": [0], "finetune": {"batch_size": 2, "train": {"steps": 2, **short}}, "threads": 1},
-        # OPT-125m's 12 layers: the window moves with the depth (paper.yaml's 19..31 is OPT-2.7B's)
+        # OPT-125m's 12 layers: the window moves with the depth (paper.yaml's 19..31 is OPT-2.7B's);
+        # one perceptual token per block of the 2-block ViT (paper.yaml: the last 6 of 12)
         "epalm": {"seeds": [42], "tasks": ["vqa", "caption"], "batch_size": 2,
-                  "method_configs": {"epalm-linear": {"n_tokens": 6, "start_layer": 6, "end_layer": 12},
-                                     "epalm-prompt": {"n_tokens": 6, "start_layer": 6, "end_layer": 12,
+                  "method_configs": {"epalm-linear": {"n_tokens": 2, "start_layer": 6, "end_layer": 12},
+                                     "epalm-prompt": {"n_tokens": 2, "start_layer": 6, "end_layer": 12,
                                                       "prompt_len": 10, "prompt_mlp": True}},
                   "train": {"steps": 2, **short}, "evaluate": {"num_beams": 2, "answer_max_len": 4,
                                                                "caption_max_len": 6}, "threads": 1},
@@ -94,7 +95,7 @@ def snakemake(workdir: Path, *args: str, timeout: int = 2400) -> subprocess.Comp
 
 def _failure(proc, workdir: Path) -> str:
     logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted(workdir.glob("logs/**/*.log"))
-                     if "Error" in p.read_text())
+                     if "Error" in p.read_text() or "error:" in p.read_text())
     return f"{proc.stderr[-4000:]}\n{logs}"
 
 
@@ -156,3 +157,44 @@ def test_a_second_run_of_the_paper_config_has_nothing_to_do(paper_run):
     work, _ = paper_run
     proc = snakemake(work, "-n", "all", timeout=300)
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+
+
+def _vltune(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "vltune.cli", "--threads", "2", *args], capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("family,name", [("bart", "bart-base"), ("t5", "t5-base")])
+def test_vl_pet_on_the_whole_published_architecture(paper_run, published_backbones_full, tmp_path, family, name):
+    """bart-base and t5-base at their published depth (the DAG above runs 2 of their layers):
+    fetched with VL-T5's visual tokens, fine-tuned on the converted data and RN101 features through
+    the commands the rules call, evaluated on every task. The model is the published one plus
+    exactly what VL-T5 adds: 100 token rows and the visual embedding of 2048-wide features."""
+    from published_backbones import PARAMETERS
+
+    work, _ = paper_run
+    data, features = work / "resources/data/vl-paper", work / "resources/features/clip-rn101/vl-paper"
+    backbone, ckpt = tmp_path / name, tmp_path / "checkpoint"
+    _vltune("fetch-backbone", "--name", name, "--out", str(backbone),
+            "--params", json.dumps({"source": str(published_backbones_full[name]), "vl_tokens": True}))
+    hp = {"train": {"steps": 1}, "batch_size": 2, "dropout": 0.1, "method_config": {},
+          "task_weights": {"vqa": 1, "gqa": 1, "nlvr2": 1, "caption": 1}, "visual": {"grid_pool": 6, "cls": False}}
+    _vltune("finetune-vlbart", "--data", str(data), "--features", str(features), "--backbone", str(backbone),
+            "--family", family, "--out", str(ckpt), "--method", "full", "--seed", "42", "--params", json.dumps(hp))
+    _vltune("evaluate-vlbart", "--checkpoint", str(ckpt), "--backbone", str(backbone), "--data", str(data),
+            "--features", str(features), "--out", str(tmp_path / "metrics.json"),
+            "--params", json.dumps({"batch_size": 8, "caption_beams": 2, "caption_max_len": 6, "answer_max_len": 4}))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    d, feat = 768, 2048
+    # <vis_extra_id_0..99> rows; W_f + LN, W_box + LN (box 5 wide), the image-order table (2 images).
+    # T5's norms are scale-only; BART's untied LM head has no rows of its own (tied to the embeddings).
+    norm = d if family == "t5" else 2 * d
+    added = 100 * d + (feat * d + d + norm) + (5 * d + d + norm) + 2 * d
+    if family == "t5":
+        added -= 28 * d  # t5-base's 32128 embedding rows hold 28 padding rows: resized to 32100 + 100
+    assert metrics["total_params"] == metrics["trainable_params"] == PARAMETERS[name] + added
+    assert all(0 <= metrics[f"{t}_accuracy"] <= 100 for t in ("vqa", "gqa", "nlvr2"))
+    assert metrics["caption_cider"] >= 0 and metrics["vqa_examples"] == 6

@@ -174,6 +174,9 @@ class CaptionBatches:
     def __init__(self, data_dir, split: str, tok, preprocessing: dict, max_len: int, batch_size: int,
                  mlm_prob: float, seed: int):
         self.ids, caps = captions(data_dir, split)
+        if min(len(self.ids), batch_size) < 2:  # ITC and ITM contrast each pair with another one
+            raise UserError(f"{data_dir}: VLMo pretraining batches need 2 or more image-caption pairs; the "
+                            f"{split} split has {len(self.ids)} and merging.pretrain.batch_size is {batch_size}")
         self.bank = ImageBank(data_dir, (split,), preprocessing)
         flat = [c for cs in caps for c in cs]
         self.offsets = np.cumsum([0] + [len(cs) for cs in caps])
@@ -221,8 +224,8 @@ def pretrain_vlmo(data_dir, tokenizer_dir, out_dir, arch: dict, mode: str, train
                              train_cfg.seed)
     log.info("pretraining a %s VLMo (%d parameters) on %d images", mode, sum(p.numel() for p in model.parameters()),
              len(batches.ids))
-    result = train(model, batches, pretrain_loss, train_cfg, resume_dir=resume_dir, desc=f"pretrain_vlmo[{stage or mode}]")
     val = CaptionBatches(data_dir, "val", tok, model.cfg.preprocessing, max_len, batch_size, mlm_prob, 12345)
+    result = train(model, batches, pretrain_loss, train_cfg, resume_dir=resume_dir, desc=f"pretrain_vlmo[{stage or mode}]")
     result.update(validation_scores(model, val))
     params = sum(p.numel() for p in model.parameters())
     save_vlmo(model, out_dir, {"stage": stage, "init": str(init_dir or ""), "image_init": str(image_init or ""),

@@ -27,7 +27,7 @@ SUBCOMMANDS = [
         ("--params", dict(default="{}", help='JSON {"mirror": base URL or folder, "retries": N, "backoff": s, "timeout": s}')),
     ]),
     ("convert", C.convert, "official dataset files → the five canonical Arrow tables (+ vqa_vocab.json)", [
-        ("--source", dict(nargs="+", required=True, help="NAME=PATH pairs (coco2014, flickr30k, vqav2, gqa, nlvr2); PATH: the source's download.json or a folder of its unpacked files")),
+        ("--source", dict(action="extend", nargs="+", required=True, help="NAME=PATH pairs (coco2014, flickr30k, vqav2, gqa, nlvr2); PATH: the source's download.json or a folder of its unpacked files")),
         ("--out", dict(required=True, help="dataset folder for <kind>.arrow")),
         ("--params", dict(default="{}", help='JSON {"vqa_vocab_size": N}')),
     ]),
@@ -121,7 +121,7 @@ SUBCOMMANDS = [
         ("--resume-dir", dict(default=None, help="where resume checkpoints live (not a declared output)")),
     ]),
     ("evaluate-epalm", C.evaluate_epalm, "evaluate eP-ALM checkpoints (one per task) on the test split", [
-        ("--checkpoints", dict(nargs="+", required=True, help="TASK=DIR items (checkpoints of finetune-epalm)")),
+        ("--checkpoints", dict(action="extend", nargs="+", required=True, help="TASK=DIR items (checkpoints of finetune-epalm)")),
         ("--data", dict(required=True, help="folder of canonical tables")),
         ("--lm", dict(default=None, help="OPT folder (default: the one the checkpoint recorded)")),
         ("--encoder", dict(default=None, help="ViT folder (default: the one the checkpoint recorded)")),
@@ -142,10 +142,10 @@ SUBCOMMANDS = [
     ]),
     ("merge", C.merge, "merge N safetensors state dicts with the same names (lazy, one tensor at a time)", [
         ("--method", dict(required=True, help="merge method: average, interpolation, arithmetic, ties, dare, regmean")),
-        ("--inputs", dict(nargs="+", required=True, help="safetensors files to merge (same tensor names and shapes)")),
+        ("--inputs", dict(action="extend", nargs="+", required=True, help="safetensors files to merge (same tensor names and shapes)")),
         ("--base", dict(default=None, help="base/central weights for arithmetic, ties, dare (task vectors = input - base)")),
-        ("--grams", dict(nargs="+", default=None, help="RegMean: one Gram safetensors per input, keyed by Linear module name")),
-        ("--param", dict(nargs="*", default=[], metavar="K=V", help="method parameters, e.g. ratio=0.3 lambda=0.5 alpha=0.9")),
+        ("--grams", dict(action="extend", nargs="+", default=None, help="RegMean: one Gram safetensors per input, keyed by Linear module name")),
+        ("--param", dict(action="extend", nargs="*", default=[], metavar="K=V", help="method parameters, e.g. ratio=0.3 lambda=0.5 alpha=0.9")),
         ("--out", dict(required=True, help="merged safetensors file to write")),
     ]),
     ("pretrain-vlmo", M.pretrain_vlmo, "pretrain a VLMo (seed / modality-specific / modality-agnostic) with MLM + ITC + ITM", [
@@ -174,12 +174,12 @@ SUBCOMMANDS = [
         ("--base", dict(default=None, help="central weights for arithmetic/ties/dare: the seed VLMo folder")),
         ("--seed", dict(default=None, help="seed VLMo folder: the reference of the diagnostics' task vectors")),
         ("--grams", dict(default=None, help="RegMean: Gram file of the specific model (collect-grams)")),
-        ("--param", dict(nargs="*", default=[], metavar="K=V", help="method parameters, e.g. ratio=0.5")),
+        ("--param", dict(action="extend", nargs="*", default=[], metavar="K=V", help="method parameters, e.g. ratio=0.5")),
         ("--out", dict(required=True, help="output VLMo folder (model.safetensors, vlmo.json, diagnostics.json)")),
     ]),
     ("finetune-vlmo", M.finetune_vlmo, "fine-tune a VLMo init on each task and evaluate it (one metrics.json)", [
-        ("--inits", dict(nargs="+", required=True, help="VLMo folder(s): one for every task, or one per task in --tasks order")),
-        ("--tasks", dict(nargs="+", required=True, help="tasks: vqa, nlvr2, retrieval")),
+        ("--inits", dict(action="extend", nargs="+", required=True, help="VLMo folder(s): one for every task, or one per task in --tasks order")),
+        ("--tasks", dict(action="extend", nargs="+", required=True, help="tasks: vqa, nlvr2, retrieval")),
         ("--name", dict(required=True, help="init name recorded as the method in metrics.json")),
         ("--experiment", dict(default="merging", help="experiment name recorded in metrics.json")),
         ("--seed", dict(type=int, required=True, help="run seed")),
@@ -226,13 +226,13 @@ SUBCOMMANDS = [
         ("--out", dict(required=True, help="metrics.json to write")),
     ]),
     ("das-report", C.das_report, "DAS table (k, params, FLOPs, latency, scores) and plots", [
-        ("--metrics", dict(nargs="+", required=True, help="metrics.json files of das-evaluate")),
-        ("--skips", dict(nargs="*", default=[], help="skip.json files of das-search (logit plot)")),
+        ("--metrics", dict(action="extend", nargs="+", required=True, help="metrics.json files of das-evaluate")),
+        ("--skips", dict(action="extend", nargs="*", default=[], help="skip.json files of das-search (logit plot)")),
         ("--out-dir", dict(required=True, help="folder for das.md, das_latency.png, das_search.png")),
     ]),
     ("report", C.report, "summary.csv, Markdown table and plots from metrics.json files", [
-        ("--metrics", dict(nargs="+", required=True, help="metrics.json files of runs and baselines")),
-        ("--ledgers", dict(nargs="*", default=[], help="ledger records of the jobs (ledger.csv)")),
+        ("--metrics", dict(action="extend", nargs="+", required=True, help="metrics.json files of runs and baselines")),
+        ("--ledgers", dict(action="extend", nargs="*", default=[], help="ledger records of the jobs (ledger.csv)")),
         ("--out-dir", dict(required=True, help="report folder")),
     ]),
     ("rulegraph", C.rulegraph, "the workflow's rule graph for a config, as an SVG", [

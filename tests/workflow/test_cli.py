@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -44,3 +45,18 @@ def test_bad_input_is_one_clear_line(tmp_path, argv, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.json").exists()
+
+
+def test_a_repeated_list_option_adds_to_the_list_instead_of_replacing_it():
+    """`vltune merge --param density=0.1 --param lambda=1.0` means both parameters: with a plain
+    nargs option argparse would keep only the last group (a TIES merge at the default density)."""
+    args = build_parser().parse_args(["merge", "--method", "ties", "--inputs", "a.safetensors", "--out", "m",
+                                      "--param", "density=0.1", "--param", "lambda=1.0"])
+    assert args.param == ["density=0.1", "lambda=1.0"]
+    args = build_parser().parse_args(["merge", "--method", "ties", "--inputs", "a", "--inputs", "b", "--out", "m"])
+    assert args.inputs == ["a", "b"] and args.param == []
+    parser = build_parser()
+    for action in parser._subparsers._group_actions[0].choices.values():
+        for arg in action._actions:
+            if arg.nargs in ("*", "+"):
+                assert isinstance(arg, argparse._ExtendAction), f"{action.prog} {arg.option_strings}"

@@ -149,3 +149,21 @@ def test_an_epalm_window_deeper_than_a_local_opt_is_refused_naming_the_key(tmp_p
     assert proc.returncode != 0
     assert "config key epalm.method_configs.epalm-linear.end_layer" in out, out[-3000:]
     assert "'my-opt'" in out and "which has 2 layers" in out
+
+
+def test_a_backbone_named_dot_dot_is_refused_before_any_rule_can_claim_resources(tmp_path):
+    """`..` would make resources/backbones/.. = resources/ a rule's output, which Snakemake deletes
+    before the job; names must start with a letter or digit."""
+    def edit(cfg):
+        cfg["backbones"]["bart"]["name"] = ".."
+
+    proc = snakemake_dry_run(tmp_path, _config(tmp_path, edit))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "'..' does not match" in out, out[-2000:]
+
+
+def test_a_mistyped_method_in_a_target_is_refused_while_planning(tmp_path):
+    proc = snakemake_dry_run(tmp_path, _config(tmp_path, lambda c: None),
+                             target="results/vlpet/bart/vlpet-larg/steps10/seed1/metrics.json")
+    assert proc.returncode != 0
+    assert "MissingRuleException" in proc.stdout + proc.stderr or "No rule to produce" in proc.stdout + proc.stderr

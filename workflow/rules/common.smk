@@ -132,6 +132,8 @@ RUN_LABELS = {"method": "{method}", "seed": "{seed}", "steps": "{steps}"}
 RES = config["resources"]
 TRAIN_GPUS = RES["gpus"]
 
+from vltune.pet import method_names  # check_method_configs already imported the registry
+
 
 wildcard_constraints:
     family="bart|t5",
@@ -140,10 +142,11 @@ wildcard_constraints:
     k=r"\d+",
     init=r"[a-z]+(-[rl][0-9.]+)?",
     merge=r"average|ties|dare|interpolation-r[0-9.]+|arithmetic-l[0-9.]+|regmean-(vqa|nlvr2|retrieval)",
-    method="[a-z0-9_-]+",
+    # the registry's names, so a mistyped target is refused while planning, not in its job
+    method="|".join(re.escape(m) for m in method_names(None)),
     seed=r"\d+",
     steps=r"\d+",
-    backbone=r"[A-Za-z0-9._-]+",
+    backbone=r"[A-Za-z0-9][A-Za-z0-9._-]*",  # a folder under resources/backbones/, never . or ..
 
 
 def attempt_runtime(wildcards, attempt):

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .errors import UserError
-from .utils.io import config_hash, read_json, write_json
+from .utils.io import config_hash, read_json, sha256_file, write_json
 from .utils.ledger import note
 
 log = logging.getLogger("vltune")
@@ -71,7 +71,10 @@ def convert(args) -> None:
         if not sep or not raw:
             raise UserError(f"convert: --source {pair!r} must be NAME=PATH (a download.json or a raw folder)")
         sources[name] = raw
-    write_json(Path(args.out) / "convert.json", convert_official(sources, args.out, **params))
+    counts = convert_official(sources, args.out, **params)
+    # what the tables were made from: a download record lists every file's sha256
+    made_from = {name: sha256_file(raw) if Path(raw).is_file() else None for name, raw in sorted(sources.items())}
+    write_json(Path(args.out) / "convert.json", {**counts, "sources": made_from})
 
 
 def fetch_backbone(args) -> None:

@@ -57,6 +57,18 @@ def launch_command(argv: list[str], n: int) -> list[str]:
             "-m", "vltune.cli", *argv]
 
 
+def _identity(args):
+    """A training job's checkpoints record what run they belong to (vltune.train.identity)."""
+    import contextlib
+
+    if getattr(args, "resume_dir", None) is None:
+        return contextlib.nullcontext()
+    from .train.identity import RunIdentity, run_identity
+    from .train.loop import job_identity
+
+    return job_identity(RunIdentity(lambda: run_identity(args)))
+
+
 def run(args, argv: list[str]) -> int:
     """Run the parsed command ``args`` (``argv``: the command line that produced it)."""
     from .commands import setup_runtime
@@ -73,6 +85,6 @@ def run(args, argv: list[str]) -> int:
         setup_runtime(threads)
         if rank:  # one log per job: the other ranks only report problems
             logging.getLogger().setLevel(logging.WARNING)
-        with recording(args.ledger, args, rank, world_size):
+        with recording(args.ledger, args, rank, world_size), _identity(args):
             args.func(args)
     return 0

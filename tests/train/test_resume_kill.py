@@ -55,3 +55,42 @@ def test_sigkilled_training_job_resumes_to_the_uninterrupted_result(tiny_world, 
     ref_w, res_w = load_file(str(tmp_path / "ref/model.safetensors")), load_file(str(out / "model.safetensors"))
     assert all(torch.equal(ref_w[k], res_w[k]) for k in ref_w)
     assert not resume.exists(), "a finished run removes its resume checkpoints"
+
+
+def _killed_after_first_checkpoint(cmd: list[str], resume: Path) -> None:
+    job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (resume / "latest").exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.send_signal(signal.SIGKILL)
+    assert job.wait() == -signal.SIGKILL, "the job finished before it could be killed"
+
+
+def test_a_killed_job_resumes_only_under_the_same_settings_and_inputs(tiny_world, tokenizer_dir, tmp_path):
+    """Killed at a checkpoint, then re-run with another batch size, or with a tokenizer whose
+    files changed: each stops before training with what changed named, exit 2, the checkpoint kept;
+    the same command then resumes it."""
+    import shutil
+
+    tokenizer = tmp_path / "tokenizer"
+    shutil.copytree(tokenizer_dir, tokenizer)
+    out, resume = tmp_path / "out", tmp_path / "resume"
+    _killed_after_first_checkpoint(command(tiny_world, tokenizer, out, resume), resume)
+    killed_at = (resume / "latest").read_text()
+
+    other = command(tiny_world, tokenizer, out, resume)
+    other[other.index("--params") + 1] = json.dumps({**PARAMS, "batch_size": 8})
+    proc = subprocess.run(other, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "belongs to another run (changed: params.batch_size 16 → 8)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    original = (tokenizer / "tokenizer_config.json").read_bytes()
+    config = json.loads(original)
+    (tokenizer / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 63}))
+    proc = subprocess.run(command(tiny_world, tokenizer, out, resume), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "changed: tokenizer.tokenizer_config.json" in proc.stderr, proc.stderr[-2000:]
+    assert (resume / "latest").read_text() == killed_at and not (out / "train_log.json").exists()
+
+    (tokenizer / "tokenizer_config.json").write_bytes(original)
+    run(command(tiny_world, tokenizer, out, resume))
+    assert json.loads((out / "train_log.json").read_text())["resumed_from"] == int(killed_at.removeprefix("step-"))

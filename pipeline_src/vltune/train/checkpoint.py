@@ -79,6 +79,19 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def latest_extra(resume_dir: str | Path) -> dict | None:
+    """The ``extra`` record of the newest checkpoint (what run wrote it), no tensor read; None when
+    there is nothing to resume from."""
+    resume_dir = Path(resume_dir)
+    pointer = resume_dir / "latest"
+    if not pointer.exists():
+        return None
+    try:
+        return read_json(resume_dir / pointer.read_text().strip() / "state.json").get("extra", {})
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise UserError(f"resume checkpoint in {resume_dir} is unreadable ({e}); delete {resume_dir} to start over") from None
+
+
 def load_latest(resume_dir: str | Path, model, optimizer, scheduler) -> tuple[int, dict]:
     """Restore the newest checkpoint into ``model``/``optimizer``/``scheduler``; return (step, extra).
 

@@ -17,6 +17,7 @@ the step one process would take on the whole batch. Only rank 0 writes checkpoin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ from typing import Callable
 import torch
 
 from ..errors import UserError
-from .checkpoint import clear_checkpoints, load_latest, save_checkpoint
+from .checkpoint import clear_checkpoints, latest_extra, load_latest, save_checkpoint
 from .distributed import all_sum, shard_batch
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,38 @@ def make_accelerator(mixed_precision: str = "auto"):
     return Accelerator(cpu=not cuda, mixed_precision=mixed_precision)
 
 
+# The running job's identity (vltune.train.identity), set by the command layer around a job; a
+# resume checkpoint records it and is continued only by the same run. None: a library call, which
+# compares the training settings alone.
+_JOB_IDENTITY = None
+
+
+@contextlib.contextmanager
+def job_identity(identity):
+    """Within the block, checkpoints record ``identity`` (a :class:`RunIdentity`) and resume only
+    when it matches."""
+    global _JOB_IDENTITY
+    previous, _JOB_IDENTITY = _JOB_IDENTITY, identity
+    try:
+        yield
+    finally:
+        _JOB_IDENTITY = previous
+
+
+def _check_resume(desc: str, resume_dir, extra: dict, run_config: dict) -> None:
+    """A checkpoint of another run (other settings, other inputs) must not be continued."""
+    from .identity import differences
+
+    if extra.get("config") != run_config:
+        changed = ", ".join(differences(extra.get("config") or {}, run_config))
+        raise UserError(f"{desc}: resume checkpoint in {resume_dir} was written with other training settings "
+                        f"({changed}); restore them, or delete {resume_dir} to start over")
+    if _JOB_IDENTITY is not None and extra.get("identity") != _JOB_IDENTITY.value:
+        changed = ", ".join(differences(extra.get("identity") or {}, _JOB_IDENTITY.value)) or "no record of its run"
+        raise UserError(f"{desc}: resume checkpoint in {resume_dir} belongs to another run (changed: {changed}); "
+                        f"restore those settings and inputs, or delete {resume_dir} to start over")
+
+
 def train(
     model: torch.nn.Module,
     batch_fn: Callable[[int], dict],
@@ -131,13 +164,10 @@ def train(
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
     run_config = json.loads(json.dumps(asdict(cfg)))
+    recorded = None if resume_dir is None else latest_extra(resume_dir)
+    if recorded is not None:  # before any weight is loaded: another run's tensors may not even fit
+        _check_resume(desc, resume_dir, recorded, run_config)
     start, extra = (0, {}) if resume_dir is None else load_latest(resume_dir, model, optimizer, scheduler)
-    if start and extra.get("config") != run_config:
-        # A checkpoint of a run with other settings (e.g. more steps) must not be continued.
-        raise UserError(
-            f"{desc}: resume checkpoint in {resume_dir} was written with other training settings "
-            f"({extra.get('config')} vs {run_config}); delete {resume_dir} to start over"
-        )
     history: list[dict] = extra.get("history", [])
     if start:
         log.info("%s: resuming from step %d (%s)", desc, start, resume_dir)
@@ -176,7 +206,8 @@ def train(
         if resume_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             if accelerator.is_main_process:  # the ranks hold identical weights and optimiser state
                 save_checkpoint(resume_dir, step + 1, accelerator.unwrap_model(model), optimizer, scheduler,
-                                {"history": history, "config": run_config})
+                                {"history": history, "config": run_config,
+                                 **({"identity": _JOB_IDENTITY.value} if _JOB_IDENTITY is not None else {})})
             accelerator.wait_for_everyone()
     bar.close()
     accelerator.wait_for_everyone()

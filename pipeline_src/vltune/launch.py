@@ -87,4 +87,8 @@ def run(args, argv: list[str]) -> int:
             logging.getLogger().setLevel(logging.WARNING)
         with recording(args.ledger, args, rank, world_size), _identity(args):
             args.func(args)
+        if getattr(args, "resume_dir", None) and rank == 0:
+            from .train.checkpoint import clear_checkpoints
+
+            clear_checkpoints(args.resume_dir, recursive=True)  # the outputs are saved: resume state is not a result
     return 0

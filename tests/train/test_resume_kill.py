@@ -94,3 +94,19 @@ def test_a_killed_job_resumes_only_under_the_same_settings_and_inputs(tiny_world
     (tokenizer / "tokenizer_config.json").write_bytes(original)
     run(command(tiny_world, tokenizer, out, resume))
     assert json.loads((out / "train_log.json").read_text())["resumed_from"] == int(killed_at.removeprefix("step-"))
+
+
+def test_a_job_that_fails_while_saving_its_output_keeps_its_checkpoint(tiny_world, tokenizer_dir, tmp_path):
+    """Checkpoints are cleared after the job's outputs are written, not when training ends: a job
+    whose output cannot be written (here its folder's path runs through a file) resumes from its
+    last checkpoint instead of training from step 0 again."""
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    resume = tmp_path / "resume"
+    proc = subprocess.run(command(tiny_world, tokenizer_dir, blocked / "out", resume), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode != 0
+    assert (resume / "latest").read_text() == "step-00000110"  # the last checkpoint before step 120
+    run(command(tiny_world, tokenizer_dir, tmp_path / "out", resume))
+    assert json.loads((tmp_path / "out/train_log.json").read_text())["resumed_from"] == 110
+    assert not resume.exists()

@@ -61,9 +61,14 @@ def save_checkpoint(resume_dir: str | Path, step: int, model, optimizer, schedul
     return final
 
 
-def clear_checkpoints(resume_dir: str | Path) -> None:
-    """Remove every checkpoint of a finished run (and the folder if it is then empty)."""
+def clear_checkpoints(resume_dir: str | Path, recursive: bool = False) -> None:
+    """Remove every checkpoint of a finished run (and the folder if it is then empty);
+    ``recursive``: those of the folders inside it too (a job that trains one run per sub-folder)."""
     resume_dir = Path(resume_dir)
+    if recursive and resume_dir.is_dir():
+        for sub in sorted((p for p in resume_dir.iterdir() if p.is_dir() and not p.name.startswith(("step-", ".step-"))),
+                          reverse=True):
+            clear_checkpoints(sub, recursive=True)
     for path in [*resume_dir.glob("step-*"), *resume_dir.glob(".step-*.tmp"), resume_dir / "latest"]:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

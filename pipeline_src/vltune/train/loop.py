@@ -211,8 +211,10 @@ def train(
             accelerator.wait_for_everyone()
     bar.close()
     accelerator.wait_for_everyone()
-    if resume_dir is not None and accelerator.is_main_process:
-        clear_checkpoints(resume_dir)  # finished: resume state is not a result
+    if resume_dir is not None and accelerator.is_main_process and _JOB_IDENTITY is None:
+        # finished: resume state is not a result. Inside a job the command layer clears it once the
+        # job's outputs are saved, so a failure while saving them does not cost the training.
+        clear_checkpoints(resume_dir)
     model = accelerator.unwrap_model(model)
     model.eval()
     final_loss = history[-1]["loss"] if history else math.nan

@@ -167,3 +167,13 @@ def test_a_mistyped_method_in_a_target_is_refused_while_planning(tmp_path):
                              target="results/vlpet/bart/vlpet-larg/steps10/seed1/metrics.json")
     assert proc.returncode != 0
     assert "MissingRuleException" in proc.stdout + proc.stderr or "No rule to produce" in proc.stdout + proc.stderr
+
+
+def test_a_nan_or_infinite_number_in_the_config_is_refused_naming_its_key(tmp_path):
+    def edit(cfg):
+        cfg["vlpet"]["train"]["lr"] = float("nan")
+
+    path = _config(tmp_path, edit)
+    assert ".nan" in path.read_text()  # what a user writes in YAML
+    proc = snakemake_dry_run(tmp_path, path)
+    assert proc.returncode != 0 and "config key vlpet.train.lr: nan is not a finite number" in proc.stdout + proc.stderr

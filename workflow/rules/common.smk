@@ -7,6 +7,22 @@ import shlex
 from snakemake.utils import validate
 
 
+def check_finite(value, key="config"):
+    """YAML reads `.nan` and `.inf` as numbers, which JSON schema's `number` admits: refused here,
+    naming the key, before they become a learning rate or a budget."""
+    import math
+
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_finite(v, f"{key}.{k}" if key != "config" else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_finite(v, f"{key}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"config key {key}: {value} is not a finite number")
+
+
+check_finite(config)
 # Rejects unknown keys and wrong types before any job starts, and fills the schema's defaults.
 validate(config, schema="../schemas/config.schema.yaml")
 

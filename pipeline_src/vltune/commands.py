@@ -205,9 +205,10 @@ def evaluate_vlbart(args) -> None:
     p = parse_params(args.params, "evaluate-vlbart")
     world = _data_record(args.data)  # before hours of decoding, not after
     train_log = read_json(Path(args.checkpoint) / "train_log.json")
+    tasks = p.pop("tasks", ["vqa", "gqa", "nlvr2", "caption"])
+    _caption_scorer_ready("caption" in tasks)
     model, tok, meta = load_vl_model(args.checkpoint, args.backbone)
     preds: dict | None = {} if args.predictions else None
-    tasks = p.pop("tasks", ["vqa", "gqa", "nlvr2", "caption"])
     metrics = run(model, tok, args.data, args.features, tasks, save_predictions=preds, visual=visual_tokens(meta), **p)
     record = {
         "experiment": args.experiment, "family": meta["family"], "method": meta["method"], "seed": meta["seed"],
@@ -319,6 +320,7 @@ def evaluate_epalm(args) -> None:
         checkpoints[task] = path
     preds: dict | None = {} if args.predictions else None
     world = _data_record(args.data)  # before hours of decoding, not after
+    _caption_scorer_ready("caption" in checkpoints)
     metrics, metas = run(checkpoints, args.data, args.perception, args.lm, args.encoder, save_predictions=preds, **p)
     first = next(iter(metas.values()))
     logs = {t: read_json(Path(c) / "train_log.json") for t, c in checkpoints.items()}
@@ -335,6 +337,17 @@ def evaluate_epalm(args) -> None:
     write_json(args.out, record)
     if preds is not None:
         write_json(args.predictions, preds)
+
+
+def _caption_scorer_ready(needed: bool) -> None:
+    """Caption metrics run Java (pycocoevalcap): checked when the job starts, not after decoding."""
+    if needed:
+        from .evaluate.caption import require_java
+
+        try:
+            require_java()
+        except RuntimeError as e:
+            raise UserError(str(e)) from None
 
 
 def _data_record(data_dir: str) -> dict:

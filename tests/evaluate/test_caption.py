@@ -141,3 +141,22 @@ def test_close_meteor_stops_the_java_process():
     assert proc.returncode is not None
     assert proc.stdout.closed and proc.stderr.closed and proc.stdin.closed
     assert caption._METEOR._meteor is None
+
+
+def test_an_evaluation_that_scores_captions_stops_at_start_without_java(tmp_path):
+    """Before any checkpoint is loaded or a caption decoded: one line, exit 2, no metrics file."""
+    import json
+    import os
+    import sys
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/world.json").write_text("{}")
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt/train_log.json").write_text(json.dumps({"wall_s": 1, "final_loss": 1}))
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # python, but no java
+    proc = subprocess.run([sys.executable, "-m", "vltune.cli", "evaluate-vlbart", "--checkpoint", str(tmp_path / "ckpt"),
+                           "--data", str(tmp_path / "data"), "--features", str(tmp_path / "none"),
+                           "--out", str(tmp_path / "metrics.json"), "--params", '{"tasks": ["caption"]}'],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "`java` was not found on PATH" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "metrics.json").exists()

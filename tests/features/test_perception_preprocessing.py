@@ -6,25 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from image_reference import reference_pixels as _pixels
 
 
 def reference_pixels(blobs, data_config: dict, mean, std) -> torch.Tensor:
-    """Decode with PIL, resize to the config's side with its interpolation, normalise with
-    torchvision: the preprocessing written out independently of vltune.data.images."""
-    import io
-
-    from PIL import Image
-    from torchvision.transforms import functional as TF
-
-    side = data_config["input_size"][-1]
-    resample = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
-                "nearest": Image.Resampling.NEAREST}[data_config["interpolation"]]
-    out = []
-    for blob in blobs:
-        with Image.open(io.BytesIO(blob)) as im:
-            im = im.convert("RGB").resize((side, side), resample)
-        out.append(TF.normalize(TF.pil_to_tensor(im).float() / 255.0, list(mean), list(std)))
-    return torch.stack(out)
+    """The preprocessing of ``data_config`` (timm's) with ``mean``/``std``, written out independently."""
+    return _pixels(blobs, data_config["input_size"][-1], data_config["interpolation"], mean, std)
 
 
 def test_published_vit_preprocessing_is_timms_resolved_data_config(published_vit_dir):

@@ -5,10 +5,9 @@ keeps CLIP's constants and bicubic resizing."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
+from image_reference import reference_pixels
 
 from vltune.data.images import CLIP_MEAN, CLIP_STD
 from vltune.errors import UserError
@@ -33,19 +32,6 @@ def _images(data_dir, n=3):
     return t["image_id"].to_pylist()[:n], t["image"].to_pylist()[:n]
 
 
-def _reference(blobs, side: int, interpolation: str, mean, std) -> torch.Tensor:
-    from PIL import Image
-    from torchvision.transforms import functional as TF
-
-    resample = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}[interpolation]
-    out = []
-    for blob in blobs:
-        with Image.open(io.BytesIO(blob)) as im:
-            im = im.convert("RGB").resize((side, side), resample)
-        out.append(TF.normalize(TF.pil_to_tensor(im).float() / 255.0, list(mean), list(std)))
-    return torch.stack(out)
-
-
 def test_vlmo_from_a_published_vit_uses_the_vits_preprocessing(published_vit_dir, tiny_world, tmp_path):
     import timm
     from timm.data import resolve_data_config
@@ -64,7 +50,7 @@ def test_vlmo_from_a_published_vit_uses_the_vits_preprocessing(published_vit_dir
                     "std": list(data_cfg["std"])}
     ids, blobs = _images(tiny_world)
     bank = ImageBank(tiny_world, (SPLIT,), prep)
-    expected = _reference(blobs, data_cfg["input_size"][-1], data_cfg["interpolation"], data_cfg["mean"],
+    expected = reference_pixels(blobs, data_cfg["input_size"][-1], data_cfg["interpolation"], data_cfg["mean"],
                           data_cfg["std"])
     torch.testing.assert_close(bank.gather(ids), expected, atol=2e-3, rtol=0)  # the bank holds float16
     # the checkpoint carries it, and a model grown from it (specific pretraining) keeps it
@@ -91,7 +77,7 @@ def test_scratch_vlmo_keeps_clip_constants(tiny_world, tmp_path):
     ids, blobs = _images(tiny_world)
     bank = ImageBank(tiny_world, (SPLIT,), model.cfg.preprocessing)
     torch.testing.assert_close(bank.gather(ids), decode_images(blobs, 32).half().float(), atol=0, rtol=0)
-    torch.testing.assert_close(bank.gather(ids), _reference(blobs, 32, "bicubic", CLIP_MEAN, CLIP_STD),
+    torch.testing.assert_close(bank.gather(ids), reference_pixels(blobs, 32, "bicubic", CLIP_MEAN, CLIP_STD),
                                atol=2e-3, rtol=0)
     # a checkpoint written before the preprocessing was recorded reads as CLIP + bicubic
     save_vlmo(model, tmp_path / "old")

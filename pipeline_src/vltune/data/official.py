@@ -15,7 +15,7 @@ or as a folder holding the unpacked release; see :mod:`vltune.data.source_files`
 - ``nlvr2``: JSON-lines ``train.json``, ``dev.json``, ``test1.json`` (→ train/val/test, test-P) +
   the image folders; image stems follow the feature files of VL-Adapter (``train-10171-0-img0``).
 
-Image ids (seeds-spec §5.1) are namespaced by the source the image comes from, so equal file
+Image ids are namespaced by the source the image comes from, so equal file
 stems of two sources (Flickr30k and GQA/VG both use bare numbers) never meet in one table:
 ``coco/<file stem>`` (``coco/COCO_val2014_000000391895``; VQA v2 questions point at these),
 ``flickr30k/<file stem>``, ``gqa/<imageId>``, ``nlvr2/<pair>-img0`` / ``-img1``. Within one source

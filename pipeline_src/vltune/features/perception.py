@@ -8,8 +8,8 @@ number of injected tokens M can change without re-extraction.
 
 Preprocessing: the image resized to the encoder's input side with the encoder's interpolation
 (both from its timm pretrained config, ``timm.data.resolve_data_config``), then normalised with
-CLIP's constants, as the reference does for every encoder (seeds-spec §3(f) item 3/4;
-``normalize: clip``), or with the encoder's own mean/std (``normalize: encoder``; 0.5/0.5 for the
+CLIP's constants, as the eP-ALM code (https://arxiv.org/abs/2303.11403) does for every encoder
+(``normalize: clip``), or with the encoder's own mean/std (``normalize: encoder``; 0.5/0.5 for the
 augreg ViTs).
 """
 

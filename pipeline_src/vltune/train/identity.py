@@ -76,7 +76,7 @@ def differences(recorded: dict, current: dict, prefix: str = "") -> list[str]:
     diffs = []
     for key in sorted(set(recorded) | set(current)):
         a, b, name = recorded.get(key), current.get(key), f"{prefix}{key}"
-        if isinstance(a, dict) and isinstance(b, dict) and key != "manifest":
+        if isinstance(a, dict) and isinstance(b, dict):
             diffs.extend(differences(a, b, f"{name}."))
         elif a != b:
             diffs.append(name if isinstance(a, (dict, list)) or isinstance(b, (dict, list)) or

@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..features.store import FeatureStore
 from ..models.encdec import VL_FAMILIES, VLEncoderDecoder, per_example_loss
 from ..pet import apply_pet, count_parameters, is_pet_dir, load_pet, method_names, save_pet
-from ..utils.io import read_json, write_json
+from ..utils.io import read_json, save_model_file, write_json
 from .distributed import is_main_process
 from .loop import TrainConfig, train
 from .vl_tasks import VisualBank, VisualTokens, load_task, make_batch, task_schedule
@@ -93,15 +93,13 @@ def save_vl_model(model: VLEncoderDecoder, tokenizer, out_dir: str | Path, meta:
     tensors + config in ``adapter/`` (LoRA in PEFT's format); ``meta["backbone"]`` must then name
     the backbone folder they apply to.
     """
-    from safetensors.torch import save_model
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.lm.config.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     pet = getattr(model, "pet_config", None)
     if pet is None or pet.method == "full":
-        save_model(model, str(out_dir / "model.safetensors"))  # handles the LMs' tied embeddings
+        save_model_file(model, out_dir / "model.safetensors")  # the LMs' tied embeddings once
     else:
         if not meta.get("backbone"):
             raise ValueError(f"saving a {pet.method!r} checkpoint needs meta['backbone'] (its weights are not saved)")

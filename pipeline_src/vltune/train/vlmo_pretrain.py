@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..backbones.tokenizer import SPECIAL_TOKENS, load_tokenizer
 from ..errors import UserError
 from ..models.vlmo import VLMo, VLMoConfig, init_image_tower, specific_from_agnostic
-from ..utils.io import read_json, write_json
+from ..utils.io import read_json, save_model_file, write_json
 from .loop import TrainConfig, train
 from .vlmo_data import ImageBank, captions, text_batch, tokenize, whole_word_mask
 
@@ -39,11 +39,9 @@ MAX_LOGIT_SCALE = float(np.log(100.0))
 # --- checkpoints ---------------------------------------------------------------------------------
 
 def save_vlmo(model: VLMo, out_dir: str | Path, meta: dict | None = None) -> None:
-    from safetensors.torch import save_model
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(out_dir / WEIGHTS))
+    save_model_file(model, out_dir / WEIGHTS)
     write_json(out_dir / CONFIG_JSON, {"arch": model.cfg.to_dict(), **(meta or {})})
 
 

@@ -23,7 +23,7 @@ from ..evaluate.metrics import binary_accuracy, retrieval_metrics
 from ..evaluate.vqa import vqa_accuracy
 from ..merge.grams import collect, linear_modules
 from ..models.vlmo import VLMo
-from ..utils.io import write_json
+from ..utils.io import save_model_file, write_json
 from .loop import TrainConfig, train
 from .vlmo_data import TASKS, ImageBank, TaskData, load_task, text_batch
 from .vlmo_pretrain import MAX_LOGIT_SCALE, load_vlmo
@@ -144,10 +144,8 @@ def finetune_vlmo(init_dir, data_dir, tokenizer_dir, task: str, train_cfg: Train
            "backbone_params": sum(p.numel() for p in backbone.parameters()),
            "init_mode": backbone.cfg.mode}
     if out_dir is not None:
-        from safetensors.torch import save_model
-
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        save_model(model, str(Path(out_dir) / "model.safetensors"))
+        save_model_file(model, Path(out_dir) / "model.safetensors")
         write_json(Path(out_dir) / "task.json", {"task": task, "arch": backbone.cfg.to_dict(), "init": str(init_dir),
                                                  "answers": train_data.answers, "history": result["history"]})
     log.info("%s on %s: %s", task, eval_split, {k: round(v, 2) for k, v in metrics.items()})

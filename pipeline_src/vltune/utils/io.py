@@ -49,6 +49,27 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_bytes_atomic(path, text.encode())
 
 
+def save_model_file(model, path: str | os.PathLike) -> None:
+    """Atomically write every tensor of ``model`` (tied ones once) to a safetensors file whose bytes
+    depend on the weights only, loadable with ``safetensors.torch.load_model``.
+
+    safetensors' own ``save_model`` lists the dropped tied names in the header's metadata, a map
+    the library writes in a different order in each process, so identical runs gave different
+    files. Here a tied group keeps its alphabetically first name and the metadata is the fixed
+    ``{"format": "pt"}``; ``load_model`` re-ties the others from the model itself.
+    """
+    from safetensors.torch import save_file
+
+    groups: dict[tuple, list[str]] = {}
+    state = model.state_dict()
+    for name, t in state.items():
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        groups.setdefault(key, []).append(name)
+    kept = {min(names): state[min(names)].detach().contiguous() for names in groups.values()}
+    with atomic_path(path) as tmp:
+        save_file(dict(sorted(kept.items())), str(tmp), metadata={"format": "pt"})
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.exists():

@@ -117,3 +117,26 @@ def test_no_decay_name_filter_is_the_vlpet_codes():
     assert "encoder.layers.0.self_attn_layer_norm.weight" not in ref and "z" not in ref
     std = undecayed("bias_and_norm")
     assert {"z", "encoder.layers.0.self_attn_layer_norm.weight", "encoder.layernorm_embedding.weight"} <= std
+
+
+def test_clearing_a_finished_runs_checkpoints_leaves_no_empty_folders_under_resume(tmp_path, monkeypatch):
+    """resume/<rule>/<wildcards>/ is resume state only: once the outputs are saved, the run's
+    folder and the parents it leaves empty go; a sibling run's checkpoint stays."""
+    from vltune.train.checkpoint import clear_checkpoints
+
+    def dying(step):
+        if step == 6:  # after the checkpoint at step 4
+            raise Interrupt
+        return batch_fn(step)
+
+    monkeypatch.chdir(tmp_path)
+    run, sibling = "resume/finetune/bart/lora/seed0", "resume/finetune/bart/prompt/seed0"
+    for resume_dir in (run, sibling):
+        with pytest.raises(Interrupt):
+            train(Net(), dying, loss_fn, _cfg(), resume_dir=resume_dir)
+        assert (tmp_path / resume_dir / "latest").exists()
+    clear_checkpoints(run, recursive=True)
+    assert not (tmp_path / "resume/finetune/bart/lora").exists()
+    assert (tmp_path / sibling / "latest").exists()
+    train(Net(), batch_fn, loss_fn, _cfg(), resume_dir=sibling)  # finishes: the loop clears its own state
+    assert list(tmp_path.iterdir()) == []

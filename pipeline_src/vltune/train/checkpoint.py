@@ -76,6 +76,13 @@ def clear_checkpoints(resume_dir: str | Path, recursive: bool = False) -> None:
             path.unlink()
     if resume_dir.is_dir() and not any(resume_dir.iterdir()):
         resume_dir.rmdir()
+    if not resume_dir.exists() and not resume_dir.is_absolute():
+        # the run's folder chain under the working directory (resume/<rule>/<wildcards>/...):
+        # parents left empty go too, so a finished workflow leaves no empty tree behind
+        for parent in resume_dir.parents:
+            if parent == Path(".") or not parent.is_dir() or any(parent.iterdir()):
+                break
+            parent.rmdir()
 
 
 def _json_default(o):

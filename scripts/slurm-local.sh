@@ -5,11 +5,11 @@
 #   scripts/slurm-local.sh install   apt-get install slurm-wlm munge (daemons not auto-started)
 #   scripts/slurm-local.sh start     write /etc/slurm/slurm.conf, start munged, slurmctld, slurmd
 #   scripts/slurm-local.sh up        install (if needed) + start
-#   scripts/slurm-local.sh stop      stop exactly the daemons `start` started (pid files)
+#   scripts/slurm-local.sh stop      stop exactly the daemons `start` started (pid files), remove its config
 #   scripts/slurm-local.sh status    exit 0 if this script's cluster answers
 #
 # Needs root (apt-get, /etc/slurm). slurm.conf must sit at the default path: the executor
-# plugin's job step strips SLURM_CONF from the environment (../shared/reference/snakemake.md §3.1).
+# plugin's job step strips SLURM_CONF from the environment.
 # No slurmdbd: a profile must use `slurm-status-command: squeue` (sacct would hang the run).
 set -euo pipefail
 
@@ -49,7 +49,12 @@ install() {
 pid_of() { cat "$STATE/$1.pid" 2>/dev/null || true; }
 alive() { local p; p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
 
+MARK="# Written by vltune scripts/slurm-local.sh: a one-node test cluster without accounting."
+
+ours() { [ ! -e "$1" ] || head -n 1 "$1" | grep -qxF "$MARK"; }
+
 write_config() {
+    ours "$CONF_DIR/slurm.conf" || die "$CONF_DIR/slurm.conf is not this script's: move it aside to run the test cluster"
     mkdir -p "$STATE/spool/ctld" "$STATE/spool/d" "$STATE/log" "$STATE/dev" "$CONF_DIR"
     # Fake GPUs: slurmd accepts only character or block devices as GRES files.
     local i
@@ -93,8 +98,8 @@ NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:$GPUS Stat
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
     local last=$((GPUS - 1))
-    echo "Name=gpu File=$STATE/dev/gpu[0-$last]" > "$CONF_DIR/gres.conf"
-    [ "$GPUS" -gt 1 ] || echo "Name=gpu File=$STATE/dev/gpu0" > "$CONF_DIR/gres.conf"
+    { echo "$MARK"; echo "Name=gpu File=$STATE/dev/gpu[0-$last]"; } > "$CONF_DIR/gres.conf"
+    [ "$GPUS" -gt 1 ] || { echo "$MARK"; echo "Name=gpu File=$STATE/dev/gpu0"; } > "$CONF_DIR/gres.conf"
 }
 
 start() {
@@ -142,6 +147,12 @@ stop() {
             log "stopped $d ($p)"
         fi
         rm -f "$STATE/$d.pid"
+    done
+    # A slurm.conf naming a controller that is down makes every `scontrol` wait ~9 s, and the
+    # executor plugin calls `scontrol show config` whenever snakemake starts: remove our config.
+    local f
+    for f in "$CONF_DIR/slurm.conf" "$CONF_DIR/gres.conf"; do
+        if [ -e "$f" ] && ours "$f"; then rm -f "$f"; fi
     done
 }
 

@@ -26,7 +26,7 @@ verified file ever gets its final name:
   served with status 200); nothing of it is written. Archives are checked by their magic bytes
   before they get their name: ``.zip`` (``PK\x03\x04``, or an empty zip's ``PK\x05\x06``),
   ``.tar`` (``ustar`` at byte 257), ``.tar.gz``/``.tgz`` (gzip's ``\x1f\x8b``); another name marked
-  ``"archive": true`` must open as a zip or tar (``zipfile.is_zipfile``/``tarfile.is_tarfile``).
+  ``"archive": true`` must start as one of these or as a bzip2/xz stream (a compressed tar).
 - **Digest**: checked against the manifest's sha256 when it pins one. Either way, the digest of the
   verified file goes to its record ``<name>.sha256.json`` beside it (``sha256``, ``size``,
   ``mtime_ns``, ``hashed_at_ns``, ``url``), written before the rename. Where the manifest pins no
@@ -59,12 +59,10 @@ import logging
 import os
 import re
 import shutil
-import tarfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -191,8 +189,8 @@ def _read_record(dest: Path) -> dict | None:
     return rec
 
 
-def _write_record(dest: Path, path: Path, digest: str, st: os.stat_result, hashed_at_ns: int, url: str) -> None:
-    """Record ``digest`` for ``dest``, whose bytes are (or, before the rename, will be) those of ``path``."""
+def _write_record(dest: Path, digest: str, st: os.stat_result, hashed_at_ns: int, url: str) -> None:
+    """Record ``digest`` and ``st`` (the stat of ``dest``, or of its partial file before the rename)."""
     write_json(record_path(dest), {"url": url, "sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                                    "hashed_at_ns": hashed_at_ns})
 
@@ -233,6 +231,10 @@ def _looks_html(head: bytes) -> bool:
     return h.startswith((b"<!doctype html", b"<html"))
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty zip's end record
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz: a compressed tar
+
+
 def _content_problem(path: Path, name: str, kind: str | None) -> str | None:
     """What is wrong with the bytes of ``path`` for file ``name`` (judged by their first bytes), or None."""
     with open(path, "rb") as f:
@@ -240,10 +242,11 @@ def _content_problem(path: Path, name: str, kind: str | None) -> str | None:
     if not _html_allowed(name) and _looks_html(head):
         return f"an HTML page (it starts with {head.lstrip()[:15]!r})"
     magic_ok = {
-        "zip": head.startswith((b"PK\x03\x04", b"PK\x05\x06")),  # a local file header; an empty zip's end record
+        "zip": head.startswith(_ZIP_MAGIC),
         "gzip": head.startswith(b"\x1f\x8b"),
         "tar": head[257:262] == b"ustar",  # POSIX and GNU tar headers
-        "archive": kind == "archive" and (zipfile.is_zipfile(path) or tarfile.is_tarfile(path)),
+        # (not tarfile.is_tarfile: it takes zero-filled bytes for an empty tar)
+        "archive": head.startswith(_ZIP_MAGIC + _COMPRESSED_MAGIC) or head[257:262] == b"ustar",
     }
     if kind in magic_ok and not magic_ok[kind]:
         return f"no {kind} archive (it starts with {head[:8]!r})" if kind != "archive" else \
@@ -310,7 +313,7 @@ def _recheck(dest: Path, url: str, size: int | None, sha256: str | None) -> str 
         hashed_at = time.time_ns()
         digest = sha256_file(dest)
         if digest == expected:
-            _write_record(dest, dest, digest, st, hashed_at, url)
+            _write_record(dest, digest, st, hashed_at, url)
             return digest
         why = f"its sha256 is {digest}, expected {expected}" + ("" if sha256 is not None else
                                                                f" ({record_path(dest).name})")
@@ -358,6 +361,11 @@ def _range_total(content_range: str | None) -> int | None:
     """The complete length in a Content-Range header (``bytes 0-9/10``, ``bytes */10``), None for ``*``."""
     m = re.fullmatch(r"bytes (?:\d+-\d+|\*)/(\d+|\*)", (content_range or "").strip())
     return int(m.group(1)) if m and m.group(1) != "*" else None
+
+
+def _other_size(name: str, url: str, served: int, header: str, size: int) -> DownloadError:
+    return DownloadError(f"{name}: {url} serves {served} bytes ({header}), the manifest expects {size}: "
+                         "not the manifest's file (check the URL/mirror or the manifest)")
 
 
 def _fetch_http(url: str, dest: Path, size: int | None, digest_known: bool, kind: str | None,
@@ -418,8 +426,7 @@ def _fetch_http(url: str, dest: Path, size: int | None, digest_known: bool, kind
                     _discard(part, state_file)
                     continue
                 if size is not None and whole is not None and whole != size:
-                    raise DownloadError(f"{name}: {url} serves {whole} bytes (Content-Range), the manifest "
-                                        f"expects {size}: not the manifest's file (check the URL/mirror or the manifest)")
+                    raise _other_size(name, url, whole, "Content-Range", size)
                 if whole is not None and state.get("total") is None:
                     write_json(state_file, {**state, "url": url, "total": whole})
                 offset, expected = have, whole
@@ -429,8 +436,7 @@ def _fetch_http(url: str, dest: Path, size: int | None, digest_known: bool, kind
                 length = resp.headers.get("Content-Length")
                 expected = int(length) if length is not None and length.isdigit() else None
                 if size is not None and expected is not None and expected != size:
-                    raise DownloadError(f"{name}: {url} serves {expected} bytes (Content-Length), the manifest "
-                                        f"expects {size}: not the manifest's file (check the URL/mirror or the manifest)")
+                    raise _other_size(name, url, expected, "Content-Length", size)
                 offset = 0
             first = resp.read(_CHUNK)
             if offset == 0 and not _html_allowed(name) and _looks_html(first[:512]):
@@ -497,7 +503,7 @@ def download_file(url: str, dest: str | os.PathLike, size: int | None = None, sh
                             f"(kept {part.name}; pin 'size' in the manifest)")
     digest, hashed_at = _check_part(part, dest, url, total, expected, sha256 is not None, kind)
     # recorded before the rename (which keeps size and mtime): a file under its final name always has one
-    _write_record(dest, part, digest, part.stat(), hashed_at, url)
+    _write_record(dest, digest, part.stat(), hashed_at, url)
     os.replace(part, dest)
     state_file.unlink(missing_ok=True)
     return digest

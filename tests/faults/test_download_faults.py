@@ -40,7 +40,8 @@ class FaultyServer:
     - ``"html-as-binary"``: the same page labelled application/octet-stream.
 
     ``honour_if_range = False`` makes it a server that ignores If-Range (serves the Range of
-    whatever the file is now)."""
+    whatever the file is now). ``validators``: "strong" (an ETag), "weak" (a weak ETag, which
+    If-Range may not carry, and Last-Modified) or "none"."""
 
     PAGE = b"<!DOCTYPE html>\n<html><body>Please log in to download this file.</body></html>\n"
 
@@ -49,6 +50,8 @@ class FaultyServer:
         self.faults: dict[str, list[str]] = {}
         self.requests: list[dict] = []
         self.honour_if_range = True
+        self.validators = "strong"
+        self.modified: dict[str, str] = {}  # path -> Last-Modified of its current version
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -73,7 +76,8 @@ class FaultyServer:
                     return
                 body = outer.files[path]
                 rng, if_range = self.headers.get("Range"), self.headers.get("If-Range")
-                if rng and if_range is not None and if_range != _etag(body) and outer.honour_if_range:
+                current = {"strong": _etag(body), "weak": outer.modified.get(path), "none": None}[outer.validators]
+                if rng and if_range is not None and if_range != current and outer.honour_if_range:
                     rng = None  # the file changed: the whole current file, status 200
                 start = int(rng.removeprefix("bytes=").split("-")[0]) if rng else 0
                 if rng and start >= len(body):
@@ -83,7 +87,11 @@ class FaultyServer:
                     return
                 self.send_response(206 if rng else 200)
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("ETag", _etag(body))
+                if outer.validators == "strong":
+                    self.send_header("ETag", _etag(body))
+                elif outer.validators == "weak":
+                    self.send_header("ETag", "W/" + _etag(body))
+                    self.send_header("Last-Modified", outer.modified[path])
                 if rng:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 part = body[start:]
@@ -174,6 +182,30 @@ def test_file_changed_between_drop_and_resume_restarts_from_byte_0(server, tmp_p
     assert (resume["Range"], resume["If-Range"]) == (f"bytes={len(V1) // 2}-", _etag(V1))
     # a server honouring If-Range answered 200 with V2; one ignoring it sent V2's tail, refused for its ETag
     assert [r["Range"] for r in server.requests[2:]] == ([] if honour_if_range else [None])
+
+
+def test_weak_etag_resumes_with_last_modified(server, tmp_path):
+    server.validators = "weak"
+    server.files["qs.zip"], server.modified["qs.zip"] = V1, "Tue, 01 Dec 2026 10:00:00 GMT"
+    server.faults["qs.zip"] = ["cut"]
+    dest, url = tmp_path / "qs.zip", f"{server.url}/qs.zip"
+    assert download_file(url, dest, retries=1, backoff=0) == _sha(V1)
+    assert dest.read_bytes() == V1
+    assert server.requests[1]["If-Range"] == "Tue, 01 Dec 2026 10:00:00 GMT"
+
+
+def test_partial_file_without_validator_or_digest_is_fetched_again_from_byte_0(server, tmp_path):
+    """Nothing could tell bytes appended from a changed file: no ETag, no Last-Modified, no sha256."""
+    server.validators = "none"
+    server.files["qs.zip"] = V1
+    server.faults["qs.zip"] = ["cut"]
+    dest, url = tmp_path / "qs.zip", f"{server.url}/qs.zip"
+    with pytest.raises(DownloadError, match="giving up"):
+        download_file(url, dest, retries=0)
+    server.files["qs.zip"] = V2  # same length: a resume would pass the size check
+    assert download_file(url, dest, retries=0) == _sha(V2)
+    assert dest.read_bytes() == V2
+    assert [r["Range"] for r in server.requests] == [None, None]
 
 
 @pytest.mark.parametrize("fault, how", [

@@ -437,6 +437,9 @@ def _fetch_http(url: str, dest: Path, size: int | None, digest_known: bool, kind
                 expected = int(length) if length is not None and length.isdigit() else None
                 if size is not None and expected is not None and expected != size:
                     raise _other_size(name, url, expected, "Content-Length", size)
+                if have:
+                    log.warning("%s: %s sent the whole file (changed since the partial download, or no Range "
+                                "support); starting again from byte 0", name, url)
                 offset = 0
             first = resp.read(_CHUNK)
             if offset == 0 and not _html_allowed(name) and _looks_html(first[:512]):
@@ -496,7 +499,7 @@ def download_file(url: str, dest: str | os.PathLike, size: int | None = None, sh
                     retries, wait, part.stat().st_size if part.exists() else 0)
         time.sleep(wait)
     state = _read_json_or_none(state_file) or {}
-    total = size if size is not None else state.get("total")
+    total = size if size is not None else (state.get("total") if state.get("url") == url else None)
     if total is None and expected is None:
         raise DownloadError(f"{dest.name}: {url} sent no Content-Length (nor a Content-Range total) and the manifest "
                             "pins no size: a complete download cannot be told from a cut one "

@@ -339,7 +339,7 @@ def test_unchanged_verified_file_is_not_rehashed(server, tmp_path, monkeypatch):
     dest, url = tmp_path / "qs.zip", f"{server.url}/qs.zip"
     download_file(url, dest, retries=0)
     st = dest.stat()
-    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns - 3_000_000_000))  # as if downloaded 3 s earlier
+    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns - 3_000_000_000))  # mtime moved 3 s back
     hashed = []
     monkeypatch.setattr(download, "sha256_file", lambda p: hashed.append(p) or _sha(open(p, "rb").read()))
     assert download_file(url, dest, retries=0) == _sha(V1)

@@ -64,7 +64,7 @@ class Server:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self):
         self.thread.start()
@@ -93,7 +93,8 @@ def test_normal_download(server, tmp_path):
     dest = tmp_path / "raw" / "a.bin"
     assert download_file(f"{server.url}/a.bin", dest, len(PAYLOAD), _sha(PAYLOAD)) == _sha(PAYLOAD)
     assert dest.read_bytes() == PAYLOAD
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["a.bin"]  # no partial file left
+    # no partial file left; the digest record beside the file
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["a.bin", "a.bin.sha256.json"]
     # a second call verifies the file on disk and makes no request
     n = len(server.requests)
     download_file(f"{server.url}/a.bin", dest, len(PAYLOAD), _sha(PAYLOAD))
@@ -135,11 +136,12 @@ def test_checksum_mismatch_names_file_url_and_digests(server, tmp_path):
     assert list(tmp_path.iterdir()) == []  # neither the file nor a partial one remains
 
 
-def test_truncated_file_is_an_error(server, tmp_path):
+def test_server_file_shorter_than_the_manifest_is_refused_before_any_byte(server, tmp_path):
     server.files["a.bin"] = PAYLOAD[:1000]
-    with pytest.raises(DownloadError, match=r"a\.bin: truncated download .* 1000 bytes, expected 2000"):
+    with pytest.raises(DownloadError, match=r"a\.bin: .*/a\.bin serves 1000 bytes \(Content-Length\), "
+                                            r"the manifest expects 2000: not the manifest's file"):
         download_file(f"{server.url}/a.bin", tmp_path / "a.bin", 2000, None)
-    assert not (tmp_path / "a.bin").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_server_error_is_retried(server, tmp_path):
@@ -184,7 +186,8 @@ def test_download_dataset_with_mirror_keeps_archives_packed(server, tmp_path):
         resolve_url(manifest["files"][1], None)
     raw = tmp_path / "raw"
     record = download_dataset(manifest, raw, mirror=f"{server.url}/mirror", backoff=0.01)
-    assert sorted(p.name for p in raw.iterdir()) == ["download.json", "notes.txt", "qs.zip"]  # not unpacked
+    assert sorted(p.name for p in raw.iterdir()) == ["download.json", "notes.txt", "notes.txt.sha256.json",
+                                                     "qs.zip", "qs.zip.sha256.json"]  # not unpacked
     assert (raw / "qs.zip").read_bytes() == archive
     files = json.loads(record.read_text())["files"]
     assert files["notes.txt"] == {"url": f"{server.url}/mirror/notes.txt", "path": "notes.txt", "size": 5,

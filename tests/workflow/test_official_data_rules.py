@@ -141,8 +141,10 @@ def test_download_and_convert_rules_build_the_canonical_tables_from_a_mirror(ser
         for name, entry in record["files"].items():
             assert entry["url"] == url + name and len(entry["sha256"]) == 64 and entry["path"] == name
             assert entry["size"] == (mirror / name).stat().st_size == (raw / name).stat().st_size
-        # the archives were kept as downloaded, not unpacked beside
-        assert sorted(p.name for p in raw.iterdir()) == sorted([*record["files"], "download.json"])
+            assert json.loads((raw / f"{name}.sha256.json").read_text())["sha256"] == entry["sha256"]
+        # the archives were kept as downloaded, not unpacked beside; each has its digest record
+        assert sorted(p.name for p in raw.iterdir()) == sorted(
+            [*record["files"], *(f"{n}.sha256.json" for n in record["files"]), "download.json"])
     assert json.loads((work / "results/ledger/convert/vl-fixture.json").read_text())["command"] == "convert"
     # a second run has nothing to do
     again = _run(work, url, manifests, "-n")

@@ -321,3 +321,12 @@ def test_always_normalise_is_a_named_non_official_variant():
        pred=st.sampled_from(["yes", "Yes", "2", "two", "red", "Red!", "blue", "T-Shirt", "black white", " no "]))
 def test_vqa_score_equals_the_official_evaluate_loop_restated(answers, pred):
     assert vqa_score(pred, answers) == pytest.approx(_official_evaluate_question(pred, _record(answers)), abs=1e-12)
+
+
+def test_unknown_vqa_normalize_is_refused_before_any_decoding(tmp_path):
+    from vltune.errors import UserError
+    from vltune.evaluate.encdec import evaluate_vl_model
+
+    # no model, no data: the check comes first, so a long decode is never lost to a typo
+    with pytest.raises(UserError, match=r"^eval params: vqa_normalize='Always', expected one of official, always$"):
+        evaluate_vl_model(None, None, tmp_path, tmp_path, ["vqa"], vqa_normalize="Always")

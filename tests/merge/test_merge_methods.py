@@ -75,7 +75,7 @@ def test_ties_hand_computed():
     torch.testing.assert_close(out, expected)
 
 
-def test_magnitude_mask_keeps_int_density_n_entries_earlier_ones_on_ties():
+def test_magnitude_mask_keeps_int_density_n_entries_first_ones_on_ties():
     tv = torch.tensor([[1.0, -1.0, 1.0, 0.5]])
     # int(0.5 * 4) = 2 entries; three tie at |1|: the first two in flattened order are kept
     assert magnitude_mask(tv, 0.5).tolist() == [[True, True, False, False]]

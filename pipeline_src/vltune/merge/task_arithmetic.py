@@ -40,7 +40,7 @@ def magnitude_mask(tv: torch.Tensor, density: float) -> torch.Tensor:
     """Per task vector (first dim), keep its ``int(density · numel)`` entries of largest magnitude.
 
     The count is PEFT's and mergekit's. Among entries of equal magnitude at the threshold the
-    earlier ones (in flattened order) are kept, so exactly that many entries survive and the result
+    first ones in flattened order are kept, so exactly that many entries survive and the result
     does not depend on how a sort orders equal values.
     """
     flat = tv.abs().reshape(tv.shape[0], -1)

@@ -75,10 +75,13 @@ def test_ties_hand_computed():
     torch.testing.assert_close(out, expected)
 
 
-def test_magnitude_mask_keeps_ties_at_the_threshold_and_handles_extremes():
+def test_magnitude_mask_keeps_int_density_n_entries_first_ones_on_ties():
     tv = torch.tensor([[1.0, -1.0, 1.0, 0.5]])
-    assert magnitude_mask(tv, 0.5).tolist() == [[True, True, True, False]]  # 3 tied at the 2nd largest
-    assert magnitude_mask(tv, 1.0).all() and not magnitude_mask(tv, 0.01).any()
+    # int(0.5 * 4) = 2 entries; three tie at |1|: the first two in flattened order are kept
+    assert magnitude_mask(tv, 0.5).tolist() == [[True, True, False, False]]
+    # int(0.7 * 4) = int(2.8) = 2 (truncated as PEFT and mergekit do, not rounded to 3)
+    assert magnitude_mask(tv, 0.7).tolist() == [[True, True, False, False]]
+    assert magnitude_mask(tv, 1.0).all() and not magnitude_mask(tv, 0.2).any()  # int(0.8) = 0
 
 
 def test_dare_is_deterministic_for_a_seed_and_drops_then_rescales():

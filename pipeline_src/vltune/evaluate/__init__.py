@@ -1,9 +1,9 @@
 """Evaluation: task metrics (VQA, GQA, NLVR2, captioning, retrieval) and trivial baselines.
 
-* :mod:`.vqa` — the official VQA accuracy (vqaEval.py normalisation, 10-answer leave-one-out)
-  and the soft training targets.
+* :mod:`.vqa` — the official VQA accuracy (vqaEval.py normalisation when the ten answers
+  differ, 10-answer leave-one-out) and the soft training targets.
 * :mod:`.caption` — BLEU-1..4, METEOR, ROUGE-L, CIDEr-D through pycocoevalcap (needs Java).
-* :mod:`.metrics` — GQA exact match, NLVR2 accuracy, retrieval R@K, and the ``METRICS``
+* :mod:`.metrics` — GQA exact match, NLVR2 accuracy and consistency, retrieval R@K, and the ``METRICS``
   registry (task name -> metric function, all in percent).
 * :mod:`.baselines` — majority-answer and constant-caption baselines from the Arrow tables.
 """
@@ -27,6 +27,7 @@ from vltune.evaluate.metrics import (
     METRICS,
     binary_accuracy,
     exact_match_accuracy,
+    nlvr2_consistency,
     normalize_exact,
     retrieval_metrics,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "compute_baselines",
     "exact_match_accuracy",
     "majority_baselines",
+    "nlvr2_consistency",
     "normalize_answer",
     "normalize_exact",
     "ptb_tokenize",

@@ -1,8 +1,12 @@
 """Evaluate a VL-BART / VL-T5 checkpoint on a split: decode every task, score it, return flat metrics.
 
-Decoding follows seeds-spec §1(d): VQA and GQA greedy; captions beam search; NLVR2 compares the
+Decoding: VQA and GQA greedy; captions beam search; NLVR2 compares the
 logits of ``true`` and ``false`` as the first answer token (no generation), after the family's
 answer prefix (``model.answer_prefix()``). Scores are percent.
+
+NLVR2 reports accuracy and, when the examples carry NLVR2 identifiers
+("{split}-{set_id}-{pair_id}-{sentence_id}"), the official consistency; VQA is scored with the
+official rule unless ``vqa_normalize="always"`` is asked for, which the metrics then record.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserError
 from ..features.store import FeatureStore
 from ..train.vl_tasks import VisualBank, VisualTokens, load_task, make_batch
 from .caption import caption_metrics
-from .metrics import binary_accuracy, exact_match_accuracy
-from .vqa import vqa_accuracy
+from .metrics import binary_accuracy, exact_match_accuracy, is_nlvr2_identifier, nlvr2_consistency
+from .vqa import NORMALIZE_MODES, vqa_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +54,28 @@ def nlvr2_predictions(model, tok, ex, bank, batch_size: int) -> list[bool]:
     return preds
 
 
+def _nlvr2_consistency(preds: list[bool], labels: list[bool], ids: list[str]) -> dict:
+    """``{"nlvr2_consistency": ..}`` when every example has an NLVR2 identifier, else nothing (logged)."""
+    if ids and all(is_nlvr2_identifier(i) for i in ids):
+        return {"nlvr2_consistency": nlvr2_consistency(preds, labels, ids)}
+    bad = next((i for i in ids if not is_nlvr2_identifier(i)), None)
+    log.info("nlvr2: example ids are not NLVR2 identifiers (e.g. %r); no consistency reported", bad)
+    return {}
+
+
 def evaluate_vl_model(model, tok, data_dir: str | Path, features_dir: str | Path, tasks, split: str = "test",
                       batch_size: int = 256, caption_beams: int = 5, caption_max_len: int = 30,
                       answer_max_len: int = 8, save_predictions: dict | None = None,
-                      max_examples: int | None = None, visual: VisualTokens | None = None) -> dict:
+                      max_examples: int | None = None, visual: VisualTokens | None = None,
+                      vqa_normalize: str = "official") -> dict:
     """Metrics for each task in ``tasks`` on ``split``: ``{"vqa_accuracy": .., "caption_cider": .., ...}``.
 
     ``max_examples``: evaluate on the first this many examples of each task (table order), e.g. for
     smoke-test runs; ``None`` = all. The counts used are returned as ``<task>_examples``.
-    ``visual``: the visual-token settings the model was trained with."""
+    ``visual``: the visual-token settings the model was trained with.
+    ``vqa_normalize``: "official" or the non-official "always" (recorded as ``vqa_normalize``)."""
+    if vqa_normalize not in NORMALIZE_MODES:  # before any decoding
+        raise UserError(f"eval params: vqa_normalize={vqa_normalize!r}, expected one of {', '.join(NORMALIZE_MODES)}")
     bank = VisualBank(FeatureStore(features_dir), visual)
     model.eval()
     metrics: dict[str, float] = {}
@@ -70,11 +88,14 @@ def evaluate_vl_model(model, tok, data_dir: str | Path, features_dir: str | Path
         if task == "nlvr2":
             preds = nlvr2_predictions(model, tok, ex, bank, batch_size)
             metrics["nlvr2_accuracy"] = binary_accuracy(preds, list(ex.refs))
+            metrics.update(_nlvr2_consistency(preds, list(ex.refs), list(ex.ids)))
         elif task in ("vqa", "gqa"):
             preds = decode_task(model, tok, ex, bank, batch_size, num_beams=1, do_sample=False,
                                 max_new_tokens=answer_max_len)
-            metrics[f"{task}_accuracy"] = (vqa_accuracy(preds, ex.refs) if task == "vqa"
+            metrics[f"{task}_accuracy"] = (vqa_accuracy(preds, ex.refs, normalize=vqa_normalize) if task == "vqa"
                                            else exact_match_accuracy(preds, list(ex.refs)))
+            if task == "vqa" and vqa_normalize != "official":
+                metrics["vqa_normalize"] = vqa_normalize
         elif task == "caption":
             preds = decode_task(model, tok, ex, bank, max(1, batch_size // caption_beams), num_beams=caption_beams,
                                 do_sample=False, max_new_tokens=caption_max_len, early_stopping=True)

@@ -3,7 +3,9 @@
 * ``vqa``: official VQA accuracy (:mod:`vltune.evaluate.vqa`, GT-Vision-Lab vqaEval.py).
 * ``gqa``: exact-match accuracy after lower-casing and stripping, as VL-T5 / VL-PET's
   ``GQAEvaluator`` compares the generated answer with the single gold answer.
-* ``nlvr2``: binary accuracy of true/false predictions (VL-T5's ``NLVR2Evaluator``).
+* ``nlvr2``: binary accuracy of true/false predictions (VL-T5's ``NLVR2Evaluator``), and
+  :func:`nlvr2_consistency`, the official NLVR2 script's second number (lil-lab/nlvr,
+  ``nlvr2/eval/metrics.py``): the share of unique sentences whose every example is right.
 * ``caption``: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D through pycocoevalcap, × 100.
 * ``retrieval``: image-text retrieval recall R@K in both directions, with several captions per
   image, as in ALBEF / ViLT's ``itm_eval`` (an image is retrieved correctly for text retrieval
@@ -14,6 +16,7 @@ Every entry is registered with ``higher_is_better=True``, its ``task`` and ``sca
 
 from __future__ import annotations
 
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,6 +29,9 @@ __all__ = [
     "METRICS",
     "binary_accuracy",
     "exact_match_accuracy",
+    "is_nlvr2_identifier",
+    "nlvr2_consistency",
+    "nlvr2_sentence_key",
     "normalize_exact",
     "retrieval_metrics",
 ]
@@ -72,6 +78,47 @@ def binary_accuracy(preds: Sequence[bool], labels: Sequence[bool]) -> float:
         for i, (p, y) in enumerate(zip(preds, labels))
     )
     return 100.0 * hits / len(preds)
+
+
+# NLVR2 identifiers are "{split}-{set_id}-{pair_id}-{sentence_id}", e.g. "dev-850-2-0": one
+# sentence (set_id, sentence_id) is paired with up to four image pairs (pair_id).
+_NLVR2_IDENTIFIER = re.compile(r"[^-]+-[^-]+-[^-]+-[^-]+")
+
+
+def is_nlvr2_identifier(identifier: Any) -> bool:
+    """Whether ``identifier`` has the four dash-separated parts of an NLVR2 identifier."""
+    return isinstance(identifier, str) and _NLVR2_IDENTIFIER.fullmatch(identifier) is not None
+
+
+def nlvr2_sentence_key(identifier: str) -> str:
+    """The sentence an NLVR2 example belongs to: its identifier with the third part (the image
+    pair) emptied, "dev-850-2-0" -> "dev-850--0", as the official script groups examples."""
+    if not is_nlvr2_identifier(identifier):
+        raise ValueError(
+            f"nlvr2_consistency: identifier {identifier!r} is not of the NLVR2 form "
+            f"split-set_id-pair_id-sentence_id (e.g. 'dev-850-2-0')"
+        )
+    parts = identifier.split("-")
+    parts[2] = ""
+    return "-".join(parts)
+
+
+def nlvr2_consistency(
+    preds: Sequence[bool], labels: Sequence[bool], identifiers: Sequence[str]
+) -> float:
+    """Percent of unique sentences whose every example is predicted correctly (NLVR2's
+    consistency, lil-lab/nlvr ``nlvr2/eval/metrics.py``)."""
+    _check_lengths("nlvr2_consistency", preds, labels)
+    if len(identifiers) != len(preds):
+        raise ValueError(
+            f"nlvr2_consistency: {len(preds)} predictions but {len(identifiers)} identifiers"
+        )
+    all_right: dict[str, bool] = {}
+    for i, (p, y, ident) in enumerate(zip(preds, labels, identifiers)):
+        key = nlvr2_sentence_key(ident)
+        right = _as_bool(p, "prediction", i) == _as_bool(y, "label", i)
+        all_right[key] = all_right.get(key, True) and right
+    return 100.0 * sum(all_right.values()) / len(all_right)
 
 
 def _to_numpy(sim: Any) -> np.ndarray:

@@ -1,28 +1,37 @@
-"""VQA accuracy, following the official VQA evaluation (GT-Vision-Lab/VQA,
-``PythonEvaluationTools/vqaEvaluation/vqaEval.py``) as used by VL-T5 / VL-PET's
-``VQAEvaluator.evaluate_raw``.
+"""VQA accuracy as the official VQA v2 evaluation computes it (GT-Vision-Lab/VQA,
+``PythonEvaluationTools/vqaEvaluation/vqaEval.py``, ``VQAEval.evaluate``).
 
-Normalisation (:func:`normalize_answer`) reproduces ``processPunctuation`` and
-``processDigitArticle``:
+Per question, with the prediction and the ten human answers:
 
-* newlines and tabs become spaces, the answer is stripped;
-* each punctuation mark of the official list is *deleted* when it touches a space in the
-  input or when the input contains a comma between two digits ("1,000"), and is replaced by
-  a space otherwise ("t-shirt" -> "t shirt", "1,000" -> "1000");
-* a period not followed by a digit is deleted ("3.5" keeps its period);
+1. every string has newlines and tabs replaced by spaces and is stripped;
+2. only when the ten (stripped) answers are *not* all identical, the prediction and every answer
+   get the full normalisation :func:`normalize_answer` (``processPunctuation`` then
+   ``processDigitArticle``); with ten identical answers the stripped strings are compared as they
+   are, case and punctuation included ("Orange" against ten "orange" scores 0);
+3. the score is the mean over the ten leave-one-out subsets of nine answers of
+   ``min(1, #matches in the subset / 3)``.
+
+:func:`normalize_answer` reproduces the two official functions:
+
+* each mark of the official punctuation list is *deleted* when it touches a space in the input
+  or when the input contains a comma between two digits ("1,000"), and is replaced by a space
+  otherwise ("t-shirt" -> "t shirt"); apostrophes and colons are not in the list;
+* periods not followed by a digit are deleted ("3.5" keeps its period), at most 32 of them (the
+  official call passes ``re.UNICODE``, 32, in the position of ``count``);
 * lower-case, split on whitespace, number words zero..ten (and "none") become digits, the
   articles a/an/the are dropped, and the official contractions table is applied word by word.
 
-Score (:func:`vqa_score`): for each of the 10 human answers a_j, ``min(1, #{k != j:
-a_k == pred} / 3)``; the question's score is the mean over j (ten leave-one-out subsets).
+VQA v2's annotation answers are *not* stored in this normalised form ("black, white",
+"red/yellow", "leaf-hat", "yes, just one" all change under it), so the rule of step 2 changes
+scores on real data.
 
-One deliberate difference: the official ``evaluate`` normalises the prediction and the
-ground-truth answers only when the ten answers disagree (with ten identical answers it compares
-the raw, merely stripped strings, so "Two" would not match "2"); VL-T5's ``evaluate_raw`` always
-normalises the prediction but the answers only for punctuation. Here the prediction and every
-answer always get the full normalisation. VQA v2's annotation answers were already normalised
-this way when the data set was built, so official numbers are unchanged on real data, and on
-synthetic or converted data the comparison is symmetric.
+``normalize="always"`` is a named, non-official variant: the prediction and the answers are
+always normalised (step 2 skipped), as several re-implementations do. A run scored with it
+records ``vqa_normalize: "always"`` in its metrics and the report marks its VQA column.
+
+Scores are returned unrounded (fractions here, percent from :func:`vqa_accuracy`); the official
+two-decimal rounding of the overall accuracy happens only where the report prints it
+(``vltune.report.summary``, ``summary.md``).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from typing import Sequence
 
 __all__ = [
     "CONTRACTIONS",
+    "NORMALIZE_MODES",
     "normalize_answer",
     "soft_score_from_count",
     "soft_scores",
@@ -95,6 +105,10 @@ _COMMA_BETWEEN_DIGITS = re.compile(r"\d,\d")
 # The official pattern "(?!<=\d)(\.)(?!\d)" is a mistyped look-behind; what it does is delete
 # every period that is not followed by a digit, which is what this pattern states directly.
 _PERIOD_NOT_BEFORE_DIGIT = re.compile(r"\.(?!\d)")
+# The official call is ``periodStrip.sub("", outText, re.UNICODE)``: the flag lands in ``count``.
+_PERIOD_COUNT = int(re.UNICODE)
+
+NORMALIZE_MODES = ("official", "always")
 
 
 def _process_punctuation(text: str) -> str:
@@ -106,7 +120,7 @@ def _process_punctuation(text: str) -> str:
             out = out.replace(p, "")
         else:
             out = out.replace(p, " ")
-    return _PERIOD_NOT_BEFORE_DIGIT.sub("", out)
+    return _PERIOD_NOT_BEFORE_DIGIT.sub("", out, count=_PERIOD_COUNT)
 
 
 def _process_digit_article(text: str) -> str:
@@ -118,13 +132,16 @@ def _process_digit_article(text: str) -> str:
     return " ".join(words)
 
 
+def _clean(ans: str) -> str:
+    if not isinstance(ans, str):
+        raise TypeError(f"VQA answers must be strings, got {type(ans).__name__}: {ans!r}")
+    return ans.replace("\n", " ").replace("\t", " ").strip()
+
+
 @functools.lru_cache(maxsize=1 << 17)
 def normalize_answer(ans: str) -> str:
     """Official VQA answer normalisation (see the module docstring); cached, answers repeat."""
-    if not isinstance(ans, str):
-        raise TypeError(f"VQA answers must be strings, got {type(ans).__name__}: {ans!r}")
-    text = ans.replace("\n", " ").replace("\t", " ").strip()
-    return _process_digit_article(_process_punctuation(text))
+    return _process_digit_article(_process_punctuation(_clean(ans)))
 
 
 def _check_answers(answers: Sequence[str], where: str) -> None:
@@ -135,23 +152,40 @@ def _check_answers(answers: Sequence[str], where: str) -> None:
         )
 
 
-def vqa_score(pred: str, answers: Sequence[str]) -> float:
-    """Official accuracy of one prediction against its 10 human answers, in [0, 1]."""
-    _check_answers(answers, "vqa_score")
-    return _score_normalized(normalize_answer(pred), [normalize_answer(a) for a in answers])
+def _check_mode(normalize: str) -> None:
+    if normalize not in NORMALIZE_MODES:
+        raise ValueError(
+            f"VQA normalize={normalize!r}: expected one of {', '.join(NORMALIZE_MODES)}"
+        )
 
 
-def _score_normalized(pred: str, answers: list[str]) -> float:
+def _question_score(pred: str, answers: Sequence[str], normalize: str) -> float:
+    pred, answers = _clean(pred), [_clean(a) for a in answers]
+    if normalize == "always" or len(set(answers)) > 1:
+        pred, answers = normalize_answer(pred), [normalize_answer(a) for a in answers]
     matches = sum(a == pred for a in answers)
-    # Leaving out answer j removes one match exactly when a_j itself matches.
+    # Leaving out answer j removes one match exactly when a_j itself matches (the official code
+    # leaves out one answer record at a time; records differ by their answer_id).
     total = 0.0
     for a in answers:
         total += min(1.0, (matches - (a == pred)) / 3.0)
     return total / len(answers)
 
 
-def vqa_accuracy(preds: Sequence[str], answers: Sequence[Sequence[str]]) -> float:
-    """Mean official VQA accuracy over questions, in percent (0..100)."""
+def vqa_score(pred: str, answers: Sequence[str], normalize: str = "official") -> float:
+    """Official accuracy of one prediction against its 10 human answers, in [0, 1].
+
+    ``normalize``: "official" (normalise only when the answers disagree) or "always" (the
+    non-official variant, see the module docstring)."""
+    _check_mode(normalize)
+    _check_answers(answers, "vqa_score")
+    return _question_score(pred, answers, normalize)
+
+
+def vqa_accuracy(preds: Sequence[str], answers: Sequence[Sequence[str]],
+                 normalize: str = "official") -> float:
+    """Mean VQA accuracy over questions, in percent (0..100), unrounded."""
+    _check_mode(normalize)
     if len(preds) != len(answers):
         raise ValueError(
             f"vqa_accuracy: {len(preds)} predictions but {len(answers)} answer lists"
@@ -161,7 +195,7 @@ def vqa_accuracy(preds: Sequence[str], answers: Sequence[Sequence[str]]) -> floa
     total = 0.0
     for i, (pred, ans) in enumerate(zip(preds, answers)):
         _check_answers(ans, f"vqa_accuracy: question at index {i}")
-        total += _score_normalized(normalize_answer(pred), [normalize_answer(a) for a in ans])
+        total += _question_score(pred, ans, normalize)
     return 100.0 * total / len(preds)
 
 
@@ -177,10 +211,13 @@ def soft_score_from_count(count: int) -> float:
 
 
 def soft_scores(answers: Sequence[str]) -> dict[str, float]:
-    """Soft targets {normalised answer: score} from the human answers (seeds-spec §5.3).
+    """Training targets {normalised answer: score} from the human answers.
 
-    With 10 answers the score of an answer equals :func:`vqa_score` of predicting it
-    (1 -> 0.3, 2 -> 0.6, 3 -> 0.9, >= 4 -> 1.0); answers nobody gave score 0 and are absent.
+    Answers are always normalised here: the targets live on the normalised answer vocabulary a
+    model is trained to produce. With 10 answers the target of an answer equals
+    ``vqa_score(answer, answers, normalize="always")`` (1 -> 0.3, 2 -> 0.6, 3 -> 0.9,
+    >= 4 -> 1.0), and the official :func:`vqa_score` whenever the ten answers are not all
+    identical; answers nobody gave score 0 and are absent.
     """
     if isinstance(answers, str) or len(answers) == 0:
         raise ValueError("soft_scores: expected a non-empty list of human answers")

@@ -1,5 +1,9 @@
 """Gram matrices for RegMean: forward hooks accumulate ``Xᵀ X`` (float64) of every chosen Linear's
-input over a data pass (the vl-merging code's ``cache_gram_matrices.py``, seeds-spec §4(d).3).
+input over a data pass (as the vl-merging code's ``cache_gram_matrices.py`` does).
+
+The file holds each Gram divided by its number of rows (tokens), ``Xᵀ X / n``: the official RegMean
+code (bloomberg/dataless-model-merging, ``compute_grams``) keeps this running mean, so every model
+weighs the same in the merge whatever the size of the data its Grams were collected on.
 
 Rows of padding tokens are left out when the model exposes the mask of the sequence currently in
 its blocks (``mask_fn``), so a Gram does not depend on how a batch was padded. The result is a
@@ -16,6 +20,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..utils.io import atomic_path
 
 
@@ -60,13 +65,19 @@ def linear_modules(model: nn.Module, prefix: str = "blocks.") -> dict[str, nn.Li
 
 
 def save_grams(grams: dict[str, torch.Tensor], counts: dict[str, int], path: str | Path, meta: dict | None = None) -> None:
+    """Write ``grams[k] / counts[k]`` (the per-row mean Gram RegMean merges) to a safetensors file;
+    the counts go to its metadata."""
     from safetensors.torch import save_file
 
     if not grams:
-        raise ValueError("no Gram matrix was collected (did the pass run any hooked Linear?)")
-    metadata = {"counts": json.dumps(counts, sort_keys=True), **{k: str(v) for k, v in (meta or {}).items()}}
+        raise UserError(f"{path}: no Gram matrix was collected (did the pass run any hooked Linear?)")
+    empty = sorted(k for k in grams if counts.get(k, 0) <= 0)
+    if empty:
+        raise UserError(f"{path}: Gram {empty[0]!r} summed no rows (every token of the pass was padding?)")
+    metadata = {"counts": json.dumps(counts, sort_keys=True), "gram": "mean of x^T x over rows",
+                **{k: str(v) for k, v in (meta or {}).items()}}
     with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in grams.items()}, str(tmp), metadata=metadata)
+        save_file({k: (v / counts[k]).contiguous() for k, v in grams.items()}, str(tmp), metadata=metadata)
 
 
 def collect(model: nn.Module, run_pass: Callable[[], Iterable[None] | None], modules: dict[str, nn.Linear],

@@ -2,15 +2,17 @@
 
 Jin et al., "Dataless Knowledge Fusion by Merging Weights of Language Models", ICLR 2023
 (https://arxiv.org/abs/2212.09849; bloomberg/dataless-model-merging), as the modality-merging
-paper applies it to the experts of a layer (seeds-spec §4(d).3). With input activations X_m of
-input m and its Gram G_m = X_mᵀ X_m (PyTorch layout W ∈ R^{out×in}):
+paper applies it to the experts of a layer. With input activations X_m (n_m rows) of input m and
+its Gram G_m = X_mᵀ X_m / n_m, the per-row mean the official code keeps (``vltune.merge.grams``
+writes it so), in PyTorch layout W ∈ R^{out×in}:
 
-    min_W Σ_m ‖X_m Wᵀ − X_m W_mᵀ‖²   ⇒   W* = (Σ_m W_m G_m)(Σ_m G_m)^{-1}
+    min_W Σ_m ‖X_m Wᵀ − X_m W_mᵀ‖² / n_m   ⇒   W* = (Σ_m W_m G_m)(Σ_m G_m)^{-1}
 
 ``alpha`` scales the off-diagonal part of every Gram, G̃_m = α G_m + (1 − α) diag(G_m) (α = 1 is
 the exact least-squares solution above; α < 1 pulls it toward a per-input-feature average and makes
-the sum better conditioned). Tensors without Grams (biases, LayerNorms, embeddings) get the plain
-mean. Computed in float64.
+the sum better conditioned), the official ``reduce_non_diag``. Tensors without Grams (biases,
+LayerNorms, embeddings) get the plain mean, as in the official ``regmean_mean_params``. Computed in
+float64.
 
 Singular Gram sums (an input feature no input ever activates, fewer tokens than features) have no
 unique solution. They raise :class:`MergeError` naming the tensor, unless ``ridge`` > 0: then

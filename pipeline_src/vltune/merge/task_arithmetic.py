@@ -1,17 +1,24 @@
 """Task-vector merges as presets of one function: ``W = W_0 + λ · combine(sparsify(W_m − W_0))``.
 
-* ``arithmetic`` — modality arithmetic (Sung et al. 2023, seeds-spec §4(d).2; task arithmetic,
-  Ilharco et al. 2023): no sparsification, plain sum, ``W = W_0 + λ Σ_m (W_m − W_0)`` with ``W_0``
+* ``arithmetic`` — modality arithmetic ("An Empirical Study of Multimodal Model Merging",
+  https://arxiv.org/abs/2304.14933; task arithmetic, "Editing Models with Task Arithmetic",
+  https://arxiv.org/abs/2212.04089): no sparsification, plain sum, ``W = W_0 + λ Σ_m (W_m − W_0)`` with ``W_0``
   the seed (central) weights. λ = 1/N is the plain average.
-* ``ties`` — TIES-Merging (Yadav et al. 2023, https://arxiv.org/abs/2306.01708): keep the largest
-  ``density`` share of each task vector by magnitude, elect a sign per entry (sign of the sum of
-  the kept values), average the kept values that agree with it (disjoint mean), scale by λ.
+* ``ties`` — TIES-Merging (Yadav et al. 2023, https://arxiv.org/abs/2306.01708): keep the
+  ``int(density · n)`` entries of largest magnitude of each task vector (the count PEFT and
+  mergekit keep), elect a sign per entry (the sign of the sum of the kept values, + when the sum
+  is 0, as PEFT's ``calculate_majority_sign_mask``), average the kept values that agree with it
+  (disjoint mean), scale by λ.
 * ``dare`` — DARE (Yu et al. 2024, https://arxiv.org/abs/2311.03099): drop each task-vector entry
   with probability ``1 − density`` and rescale the survivors by ``1/density``, then sum and scale
   by λ. The mask is drawn from a generator seeded by ``(seed, tensor name, input index)``, so a
   merge is reproducible and independent of the order tensors are visited.
 
 The split into sparsify / consensus / rescale follows mergekit's generalised task arithmetic.
+Every preset equals PEFT's ``peft.utils.merge_utils`` function of the same name (``task_arithmetic``,
+``ties``, ``dare_linear``; ``dare_ties`` and ``magnitude_prune`` through
+:func:`generalized_task_arithmetic`) with all task weights equal to λ: vltune has one λ for all
+inputs, where PEFT takes a weight per task vector (applied after trimming and sign election).
 """
 
 from __future__ import annotations
@@ -30,20 +37,23 @@ def task_vectors(tensors: list[torch.Tensor], base: torch.Tensor) -> torch.Tenso
 
 
 def magnitude_mask(tv: torch.Tensor, density: float) -> torch.Tensor:
-    """Per task vector (first dim), keep the ``round(density · numel)`` entries of largest magnitude.
+    """Per task vector (first dim), keep its ``int(density · numel)`` entries of largest magnitude.
 
-    Entries tied with the smallest kept magnitude are all kept, so the result never depends on how
-    a sort orders equal values.
+    The count is PEFT's and mergekit's. Among entries of equal magnitude at the threshold the
+    first ones in flattened order are kept, so exactly that many entries survive and the result
+    does not depend on how a sort orders equal values.
     """
     flat = tv.abs().reshape(tv.shape[0], -1)
     n = flat.shape[1]
-    k = int(round(density * n))
+    k = int(density * n)
     if k >= n:
         return torch.ones_like(tv, dtype=torch.bool)
     if k <= 0:
         return torch.zeros_like(tv, dtype=torch.bool)
-    threshold = flat.kthvalue(n - k + 1, dim=1, keepdim=True).values  # the k-th largest
-    return (flat >= threshold).reshape(tv.shape)
+    order = torch.sort(flat, dim=1, descending=True, stable=True).indices[:, :k]
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask.scatter_(1, order, True)
+    return mask.reshape(tv.shape)
 
 
 def random_mask(shape: torch.Size, density: float, seed: int, key: str, index: int) -> torch.Tensor:
@@ -53,9 +63,10 @@ def random_mask(shape: torch.Size, density: float, seed: int, key: str, index: i
 
 
 def sign_consensus(tv: torch.Tensor) -> torch.Tensor:
-    """TIES sign election: per entry, which inputs agree with the sign of the sum (zeros never agree)."""
-    elected = torch.sign(tv.sum(0, keepdim=True))
-    return (torch.sign(tv) == elected) & (tv != 0)
+    """TIES sign election: per entry, which inputs agree with the sign of the sum (+ when the sum is
+    0, as PEFT and mergekit elect); zeros never agree."""
+    elected = torch.where(tv.sum(0, keepdim=True) >= 0, 1.0, -1.0).to(tv.dtype)
+    return torch.sign(tv) == elected
 
 
 def generalized_task_arithmetic(tensors, base, key, *, lam: float, sparsify: str = "none", density: float = 1.0,

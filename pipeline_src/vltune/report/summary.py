@@ -3,6 +3,12 @@ table shaped like the papers' (mean ± std over seeds), a per-task score plot, a
 trainable parameters against the average score, and the merging study's score-vs-ratio/λ plot.
 
 Scores are percent, as the papers print them (accuracy 0.6617 → 66.17, CIDEr 1.2203 → 122.03).
+metrics.json files hold unrounded scores; the Markdown table is where they are rounded to two
+decimals (the official VQA evaluation rounds its overall accuracy the same way).
+
+NLVR2 consistency, where a run reports it, is a column after Avg (not part of it). A VQA score
+computed with the non-official always-normalise rule (``vqa_normalize: "always"`` in its
+metrics) is marked † in the table, with a note under it.
 """
 
 from __future__ import annotations
@@ -21,7 +27,14 @@ HEADLINE = ["vqa_accuracy", "gqa_accuracy", "nlvr2_accuracy", "caption_cider"]
 # the merge diagnostics (not in Avg).
 EXPERIMENT_HEADLINE = {"merging": ["vqa_accuracy", "nlvr2_accuracy", "retrieval_tr_r1", "retrieval_ir_r1"]}
 DIAGNOSTICS = {"merging": ["merge_expert_cos", "merge_expert_rel_l2", "merge_merge_gap"]}
+# Shown after Avg, not counted in it.
+EXTRA = ["nlvr2_consistency"]
+# Scoring-rule labels carried from metrics.json into the rows (strings, not scores).
+LABELS = ["vqa_normalize"]
+VQA_VARIANT_NOTE = ("† VQA accuracy with the prediction and all ten answers always normalised "
+                    "(vqa_normalize: always), not the official vqaEval.py rule.")
 PRETTY = {"vqa_accuracy": "VQA", "gqa_accuracy": "GQA", "nlvr2_accuracy": "NLVR2", "caption_cider": "CIDEr",
+          "nlvr2_consistency": "NLVR2 cons.",
           "retrieval_tr_r1": "TR@1", "retrieval_ir_r1": "IR@1", "merge_expert_cos": "experts cos(τ)",
           "merge_expert_rel_l2": "experts ‖ΔW‖/‖W₀‖", "merge_merge_gap": "merge gap"}
 # The merging table reads as the paper's path: baselines, then seed → specific → each merge.
@@ -43,6 +56,7 @@ def load_rows(paths: list[Path]) -> list[dict]:
             if not row["experiment"] or not row["method"]:
                 raise ValueError(f"{path}: metrics record has no 'experiment'/'method' field")
             row.update({k: v for k, v in entry.items() if _is_metric(k, v)})
+            row.update({k: entry[k] for k in LABELS if isinstance(entry.get(k), str)})
             rows.append(row)
     return rows
 
@@ -89,21 +103,28 @@ def markdown_tables(df: pd.DataFrame) -> str:
     parts = []
     for experiment, group in df.groupby("experiment", sort=True):
         cols = [c for c in EXPERIMENT_HEADLINE.get(experiment, HEADLINE) if c in group and group[c].notna().any()]
+        extra = [c for c in EXTRA if c in group and group[c].notna().any()]
         diag = [c for c in DIAGNOSTICS.get(experiment, []) if c in group and group[c].notna().any()]
         lines = [f"### {experiment}", ""]
         header = (["method", "seeds", "Params %"] + [PRETTY[c] for c in cols] + (["Avg"] if len(cols) > 1 else [])
-                  + [PRETTY[c] for c in diag])
+                  + [PRETTY[c] for c in extra] + [PRETTY[c] for c in diag])
+        marked = False
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for method in _method_order(experiment, group):
             g = group[group["method"] == method]
             pct = g["trainable_pct"].dropna()
             cells = [str(method), str(g["seed"].notna().sum() or "–"), f"{pct.iloc[0]:.2f}" if len(pct) else "–"]
-            cells += [_mean_std(g[c]) for c in cols]
+            variant = "vqa_normalize" in g and (g["vqa_normalize"] == "always").any()
+            marked = marked or (variant and "vqa_accuracy" in cols)
+            cells += [_mean_std(g[c]) + ("†" if c == "vqa_accuracy" and variant else "") for c in cols]
             if len(cols) > 1:
                 avg = g[cols].mean(axis=1, skipna=False)
                 cells.append(_mean_std(avg) if avg.notna().all() else "–")
+            cells += [_mean_std(g[c]) for c in extra]
             cells += [_mean_std_small(g[c]) for c in diag]
             lines.append("| " + " | ".join(cells) + " |")
+        if marked:
+            lines += ["", VQA_VARIANT_NOTE]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from vltune.merge.grams import GRAM_KIND
 from vltune.merge import (MergeError, StreamWriter, merge_experts, merge_files, merge_state_dicts, method_names,
                           split_expert_key)
 
@@ -32,6 +33,8 @@ def grams(seed: int, d: int = 6) -> dict[str, torch.Tensor]:
     return {"blocks.0.fc1": x1.T @ x1, "blocks.0.fc2": x2.T @ x2}
 
 
+GRAM_META = {"gram": GRAM_KIND}  # what collect-grams writes (per-row means)
+
 PARAMS = {"average": {}, "interpolation": {"ratio": 0.3}, "arithmetic": {"lambda": 0.6},
           "ties": {"density": 0.4}, "dare": {"density": 0.5, "seed": 3}, "regmean": {"alpha": 0.9}}
 
@@ -44,7 +47,7 @@ def files(tmp_path):
         save_file(sd, str(paths[name]))
     for name, seed in (("ga", 5), ("gb", 6), ("gc", 7)):
         paths[name] = tmp_path / f"{name}.safetensors"
-        save_file(grams(seed), str(paths[name]))
+        save_file(grams(seed), str(paths[name]), metadata=GRAM_META)
     return paths
 
 
@@ -116,17 +119,20 @@ def test_gram_problems_are_named(tmp_path, files):
         merge_files("regmean", [files["a"], files["b"]], out, grams=[files["ga"]])
     missing = grams(8)
     del missing["blocks.0.fc2"]
-    save_file(missing, str(tmp_path / "missing.safetensors"))
+    save_file(missing, str(tmp_path / "missing.safetensors"), metadata=GRAM_META)
     with pytest.raises(MergeError, match=r"missing\.safetensors: no Gram for module 'blocks\.0\.fc2' \(present in .*ga\.safetensors\)"):
         merge_files("regmean", [files["a"], files["b"]], out, grams=[files["ga"], tmp_path / "missing.safetensors"])
     stale = {**grams(8), "blocks.9.fc1": torch.eye(6, dtype=torch.float64)}
-    save_file(stale, str(tmp_path / "stale.safetensors"))
+    save_file(stale, str(tmp_path / "stale.safetensors"), metadata=GRAM_META)
     with pytest.raises(MergeError, match=r"stale\.safetensors: Gram 'blocks\.9\.fc1' names no 2-D weight"):
         merge_files("regmean", [files["a"], files["b"]], out, grams=[tmp_path / "stale.safetensors"] * 2)
     wrong = {**grams(8), "blocks.0.fc1": torch.eye(4, dtype=torch.float64)}
-    save_file(wrong, str(tmp_path / "wrong.safetensors"))
+    save_file(wrong, str(tmp_path / "wrong.safetensors"), metadata=GRAM_META)
     with pytest.raises(MergeError, match=r"wrong\.safetensors: Gram 'blocks\.0\.fc1' has shape \(4, 4\), expected \(6, 6\)"):
         merge_files("regmean", [files["a"], files["b"]], out, grams=[tmp_path / "wrong.safetensors"] * 2)
+    save_file(grams(8), str(tmp_path / "sums.safetensors"))  # no 'gram' record: summed, not per-row means
+    with pytest.raises(MergeError, match=r"sums\.safetensors: not a Gram file of per-row means .*collect-grams"):
+        merge_files("regmean", [files["a"], files["b"]], out, grams=[files["ga"], tmp_path / "sums.safetensors"])
     assert not out.exists()
 
 

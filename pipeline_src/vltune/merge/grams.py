@@ -64,6 +64,11 @@ def linear_modules(model: nn.Module, prefix: str = "blocks.") -> dict[str, nn.Li
     return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.startswith(prefix)}
 
 
+# What a Gram file holds, in its metadata; a file without it holds sums (weighing each model by
+# its token count) and is refused by the merge.
+GRAM_KIND = "mean of x^T x over rows"
+
+
 def save_grams(grams: dict[str, torch.Tensor], counts: dict[str, int], path: str | Path, meta: dict | None = None) -> None:
     """Write ``grams[k] / counts[k]`` (the per-row mean Gram RegMean merges) to a safetensors file;
     the counts go to its metadata."""
@@ -74,7 +79,7 @@ def save_grams(grams: dict[str, torch.Tensor], counts: dict[str, int], path: str
     empty = sorted(k for k in grams if counts.get(k, 0) <= 0)
     if empty:
         raise UserError(f"{path}: Gram {empty[0]!r} summed no rows (every token of the pass was padding?)")
-    metadata = {"counts": json.dumps(counts, sort_keys=True), "gram": "mean of x^T x over rows",
+    metadata = {"counts": json.dumps(counts, sort_keys=True), "gram": GRAM_KIND,
                 **{k: str(v) for k, v in (meta or {}).items()}}
     with atomic_path(path) as tmp:
         save_file({k: (v / counts[k]).contiguous() for k, v in grams.items()}, str(tmp), metadata=metadata)

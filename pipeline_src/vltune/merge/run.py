@@ -23,7 +23,8 @@ from typing import Iterator, Mapping, Sequence
 import torch
 
 from .base import MergeError, MergeMethod, get_method
-from .io import EXPERTS, DictSource, ExpertView, Source, Spec, StreamWriter, open_source, split_expert_key
+from .grams import GRAM_KIND
+from .io import EXPERTS, DictSource, ExpertView, SafetensorsSource, Source, Spec, StreamWriter, open_source, split_expert_key
 
 Ref = tuple[Source, str]
 
@@ -105,6 +106,11 @@ def plan_merge(inputs: Sequence[Source], base: Source | None = None, grams: Sequ
     if grams:
         if len(grams) != len(inputs):
             raise MergeError(f"{len(inputs)} inputs but {len(grams)} Gram files: give one per input, in the same order")
+        for g in grams:
+            kind = getattr(g, "metadata", {}).get("gram") if isinstance(g, SafetensorsSource) else GRAM_KIND
+            if kind != GRAM_KIND:
+                raise MergeError(f"{g.name}: not a Gram file of per-row means (metadata 'gram' is {kind!r}, "
+                                 f"expected {GRAM_KIND!r}); collect it again with `vltune collect-grams`")
         modules = set(grams[0].keys())
         for g in grams:
             other = set(g.keys())

@@ -88,6 +88,8 @@ def make_inputs(size: str, workdir: Path, with_grams: bool) -> dict:
         save_file(sd, str(files[name]))
         del model
     if with_grams:
+        from vltune.merge.grams import GRAM_KIND
+
         linears = {k.removesuffix(".weight"): v.shape[1] for k, v in sd.items()
                    if k.endswith(".weight") and v.ndim == 2 and ".layers." in k}
         for j, name in enumerate(("ga", "gb")):
@@ -97,7 +99,7 @@ def make_inputs(size: str, workdir: Path, with_grams: bool) -> dict:
                 a = torch.randn(d, 32, generator=g, dtype=torch.float64)
                 grams[module] = a @ a.T + d * torch.eye(d, dtype=torch.float64)  # SPD
             files[name] = workdir / f"{name}.safetensors"
-            save_file(grams, str(files[name]))
+            save_file(grams, str(files[name]), metadata={"gram": GRAM_KIND})
     return files
 
 

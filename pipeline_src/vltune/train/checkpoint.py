@@ -14,11 +14,12 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from ..errors import UserError
+from ..errors import ArtifactError, UserError
 from ..pet.base import trainable_state_dict
 from ..utils.io import read_json, write_bytes_atomic
+from ..verify import check_shapes, read_safetensors
 
 
 def _optimizer_to_flat(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -109,8 +110,8 @@ def load_latest(resume_dir: str | Path, model, optimizer, scheduler) -> tuple[in
     ckpt = resume_dir / pointer.read_text().strip()
     try:
         state = read_json(ckpt / "state.json")
-        weights = load_file(str(ckpt / "model.safetensors"))
-        opt_tensors = load_file(str(ckpt / "optimizer.safetensors"))
+        weights = read_safetensors(ckpt / "model.safetensors")
+        opt_tensors = read_safetensors(ckpt / "optimizer.safetensors")
     except (FileNotFoundError, ValueError, OSError) as e:
         raise UserError(
             f"resume checkpoint {ckpt} is unreadable ({e}); delete {resume_dir} to start over"
@@ -121,6 +122,10 @@ def load_latest(resume_dir: str | Path, model, optimizer, scheduler) -> tuple[in
             f"resume checkpoint {ckpt} does not match the model (missing {sorted(missing)[:3]}…); "
             f"delete {resume_dir} to start over"
         )
+    try:
+        check_shapes(ckpt / "model.safetensors", model.state_dict(), weights)
+    except ArtifactError as e:
+        raise UserError(f"resume checkpoint does not match the model: {e}; delete {resume_dir} to start over") from None
     model.load_state_dict(weights, strict=False)
     optimizer.load_state_dict(_optimizer_from_flat(opt_tensors, state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])

@@ -246,9 +246,14 @@ def test_a_damaged_feature_store_through_the_cli(tmp_path, capsys):
     flip(shard, 20)
     line = cli_error(capsys, ["verify", str(root)])
     assert f"first: {shard}: checksum mismatch" in line
+    manifest = json.loads((root / "manifest.json").read_text())
+    del manifest["shards"][1]["sha256"]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    line = cli_error(capsys, ["verify", str(root)])
+    assert f"first: {root / 'manifest.json'}: shard entry 1 has no 'sha256'" in line
     (root / "manifest.json").write_text("{")
     line = cli_error(capsys, ["verify", str(root)])
-    assert f"{root / 'manifest.json'}: not valid JSON" in line
+    assert f"first: {root / 'manifest.json'}: not valid JSON" in line
 
 
 # --- resume checkpoints and PET checkpoints ----------------------------------------------------

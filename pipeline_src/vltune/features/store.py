@@ -146,6 +146,11 @@ class FeatureStore:
         for k in ("encoder", "count", "keys", "shards"):
             if k not in self.manifest:
                 raise FeatureStoreError(f"{manifest_path}: manifest has no {k!r} entry")
+        for i, shard in enumerate(self.manifest["shards"]):
+            missing = [k for k in ("file", "sha256", "count", "image_ids") if not isinstance(shard, dict) or k not in shard]
+            if missing:
+                raise FeatureStoreError(f"{manifest_path}: shard entry {i} has no {missing[0]!r}; "
+                                        "delete the store and re-run extract_features")
         self.verify = verify
         self._index = {iid: (s, j) for s, shard in enumerate(self.manifest["shards"])
                        for j, iid in enumerate(shard["image_ids"])}

@@ -105,8 +105,7 @@ def check_file_shapes(path: str | os.PathLike, model) -> None:
 
 
 def _shape(x) -> tuple[int, ...]:
-    if isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str):  # a (dtype, shape) spec
-        x = x[1]
+    """The shape of a tensor, or a shape given as a sequence of ints."""
     return tuple(int(n) for n in (x.shape if hasattr(x, "shape") else x))
 
 

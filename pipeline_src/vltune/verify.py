@@ -34,46 +34,50 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = tuple(bytes([0x80, p]) for p in range(2, 6))
 
 
-def unreadable_safetensors(path: Path, error: Exception) -> ArtifactError:
+# What the errors below suggest unless the caller knows better (a resume folder to delete, a store).
+REBUILD = "re-run the rule that wrote it"
+
+
+def unreadable_safetensors(path: Path, error: Exception, hint: str = REBUILD) -> ArtifactError:
     """The one-line error for a ``.safetensors`` file that safetensors refused."""
     with open(path, "rb") as f:
         head = f.read(4)
     if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC):
         kind = "zip archive" if head.startswith(_ZIP_MAGIC) else "pickle"
-        return ArtifactError(f"{path}: a torch.save file ({kind}), not safetensors; pickles are never loaded: "
-                             "re-save the tensors with safetensors.torch.save_file")
+        return ArtifactError(f"{path}: a torch.save file ({kind}), not safetensors (pickles are never loaded); {hint}")
     size = path.stat().st_size
     detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return ArtifactError(f"{path}: not a readable safetensors file ({detail}; {size} bytes): truncated or "
-                         "corrupted, re-run the rule that wrote it")
+    return ArtifactError(f"{path}: not a readable safetensors file ({detail}; {size} bytes), truncated or "
+                         f"corrupted; {hint}")
 
 
-def _require_file(path: Path) -> None:
+def _require_file(path: Path, hint: str) -> None:
     if not path.is_file():
-        raise ArtifactError(f"{path}: file not found")
+        raise ArtifactError(f"{path}: file not found; {hint}")
 
 
-def read_safetensors(path: str | os.PathLike) -> dict:
+def read_safetensors(path: str | os.PathLike, hint: str = REBUILD) -> dict:
     """Every tensor of a ``.safetensors`` file (``safetensors.torch.load_file``), or ArtifactError
-    naming the file."""
+    naming the file and ending in ``hint`` (how to get a good one)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
-    _require_file(path)
+    _require_file(path, hint)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise unreadable_safetensors(path, e) from None
+        raise unreadable_safetensors(path, e, hint) from None
 
 
-def safetensors_specs(path: str | os.PathLike, read: bool = False) -> dict[str, tuple[str, tuple[int, ...]]]:
+def safetensors_specs(path: str | os.PathLike, read: bool = False,
+                      hint: str = REBUILD) -> dict[str, tuple[str, tuple[int, ...]]]:
     """{name: (dtype code, shape)} from a ``.safetensors`` header; with ``read``, every tensor's
     bytes are also read (one tensor at a time). ArtifactError naming the file if it fails."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
-    _require_file(path)
+    _require_file(path, hint)
     try:
         with safe_open(str(path), framework="pt") as f:
             specs = {}
@@ -83,19 +87,19 @@ def safetensors_specs(path: str | os.PathLike, read: bool = False) -> dict[str, 
                 if read:
                     f.get_tensor(name)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise unreadable_safetensors(path, e) from None
+        raise unreadable_safetensors(path, e, hint) from None
     return specs
 
 
-def check_shapes(path: str | os.PathLike, expected: Mapping, found: Mapping) -> None:
+def check_shapes(path: str | os.PathLike, expected: Mapping, found: Mapping,
+                 hint: str = "the file was written for another architecture or configuration") -> None:
     """Raise ArtifactError naming ``path`` and the first tensor whose shape in ``found`` (the file's
     tensors, or their shapes) differs from ``expected`` (the model's); names in one only are left
     to the caller's missing/unexpected check."""
     for name in sorted(set(expected) & set(found)):
         want, got = _shape(expected[name]), _shape(found[name])
         if want != got:
-            raise ArtifactError(f"{path}: tensor {name!r} has shape {list(got)}, the model expects {list(want)}; "
-                                "the file was written for another architecture or configuration")
+            raise ArtifactError(f"{path}: tensor {name!r} has shape {list(got)}, the model expects {list(want)}; {hint}")
 
 
 def check_file_shapes(path: str | os.PathLike, model) -> None:

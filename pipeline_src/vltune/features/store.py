@@ -28,6 +28,7 @@ from ..utils.io import atomic_path, read_json, sha256_file, write_json
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+REBUILD = "delete the store and re-run extract_features"
 
 
 class FeatureStoreError(UserError):
@@ -140,7 +141,7 @@ class FeatureStore:
         try:
             self.manifest = read_json(manifest_path)
         except ValueError as e:
-            raise FeatureStoreError(f"{e}; delete the store and re-run extract_features") from None
+            raise FeatureStoreError(f"{e}; {REBUILD}") from None
         if not isinstance(self.manifest, dict):
             raise FeatureStoreError(f"{manifest_path}: not a feature-store manifest (a JSON object)")
         for k in ("encoder", "count", "keys", "shards"):
@@ -149,8 +150,7 @@ class FeatureStore:
         for i, shard in enumerate(self.manifest["shards"]):
             missing = [k for k in ("file", "sha256", "count", "image_ids") if not isinstance(shard, dict) or k not in shard]
             if missing:
-                raise FeatureStoreError(f"{manifest_path}: shard entry {i} has no {missing[0]!r}; "
-                                        "delete the store and re-run extract_features")
+                raise FeatureStoreError(f"{manifest_path}: shard entry {i} has no {missing[0]!r}; {REBUILD}")
         self.verify = verify
         self._index = {iid: (s, j) for s, shard in enumerate(self.manifest["shards"])
                        for j, iid in enumerate(shard["image_ids"])}
@@ -191,19 +191,18 @@ class FeatureStore:
             else:
                 from ..verify import read_safetensors
 
-                tensors = read_safetensors(path)
+                tensors = read_safetensors(path, hint=REBUILD)
         except UserError as e:
-            raise FeatureStoreError(f"{e}; delete the store and re-run extract_features") from None
+            raise FeatureStoreError(str(e)) from None
         except (ValueError, KeyError, TypeError, IndexError, OSError) as e:  # Arrow's errors are these too
-            raise FeatureStoreError(f"{path}: not a readable feature shard ({e}); "
-                                    "delete the store and re-run extract_features") from None
+            raise FeatureStoreError(f"{path}: not a readable feature shard ({e}); {REBUILD}") from None
         for key, shape in self.keys.items():
             expected = (int(info["count"]), *map(int, shape))
             if key not in tensors:
                 raise FeatureStoreError(f"{path}: no tensor {key!r} (the manifest lists {sorted(self.keys)})")
             if tuple(tensors[key].shape) != expected:
                 raise FeatureStoreError(f"{path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, the manifest "
-                                        f"says {expected}; delete the store and re-run extract_features")
+                                        f"says {expected}; {REBUILD}")
         return tensors
 
     def check(self) -> int:

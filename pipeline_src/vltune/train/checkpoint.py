@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..errors import ArtifactError, UserError
+from ..errors import UserError
 from ..pet.base import trainable_state_dict
 from ..utils.io import read_json, write_bytes_atomic
 from ..verify import check_shapes, read_safetensors
@@ -108,24 +108,21 @@ def load_latest(resume_dir: str | Path, model, optimizer, scheduler) -> tuple[in
     if not pointer.exists():
         return 0, {}
     ckpt = resume_dir / pointer.read_text().strip()
+    start_over = f"delete {resume_dir} to start over"
     try:
         state = read_json(ckpt / "state.json")
-        weights = read_safetensors(ckpt / "model.safetensors")
-        opt_tensors = read_safetensors(ckpt / "optimizer.safetensors")
     except (FileNotFoundError, ValueError, OSError) as e:
-        raise UserError(
-            f"resume checkpoint {ckpt} is unreadable ({e}); delete {resume_dir} to start over"
-        ) from None
+        raise UserError(f"resume checkpoint {ckpt} is unreadable ({e}); {start_over}") from None
+    weights = read_safetensors(ckpt / "model.safetensors", hint=start_over)
+    opt_tensors = read_safetensors(ckpt / "optimizer.safetensors", hint=start_over)
     missing = set(trainable_state_dict(model)) - set(weights)
     if missing:
         raise UserError(
             f"resume checkpoint {ckpt} does not match the model (missing {sorted(missing)[:3]}…); "
             f"delete {resume_dir} to start over"
         )
-    try:
-        check_shapes(ckpt / "model.safetensors", model.state_dict(), weights)
-    except ArtifactError as e:
-        raise UserError(f"resume checkpoint does not match the model: {e}; delete {resume_dir} to start over") from None
+    check_shapes(ckpt / "model.safetensors", model.state_dict(), weights,
+                 hint=f"the resume checkpoint is of another model: {start_over}")
     model.load_state_dict(weights, strict=False)
     optimizer.load_state_dict(_optimizer_from_flat(opt_tensors, state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])

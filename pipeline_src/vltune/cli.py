@@ -235,6 +235,9 @@ SUBCOMMANDS = [
         ("--ledgers", dict(action="extend", nargs="*", default=[], help="ledger records of the jobs (ledger.csv)")),
         ("--out-dir", dict(required=True, help="report folder")),
     ]),
+    ("verify", C.verify, "check artifacts: tables against their manifest, feature shards, every .safetensors file", [
+        ("paths", dict(nargs="+", metavar="PATH", help="dataset or feature-store folder, checkpoint/model folder, .arrow or .safetensors file")),
+    ]),
     ("rulegraph", C.rulegraph, "the workflow's rule graph for a config, as an SVG", [
         ("--snakefile", dict(required=True, help="the workflow's Snakefile")),
         ("--config", dict(required=True, help="the resolved config as JSON")),

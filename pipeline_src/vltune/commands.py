@@ -258,6 +258,18 @@ def report(args) -> None:
     write_report([Path(m) for m in args.metrics], Path(args.out_dir), [Path(m) for m in args.ledgers or []])
 
 
+def verify(args) -> None:
+    """One stdout line per artifact (``ok PATH`` or its problem); any failure is a UserError."""
+    from .verify import verify_paths
+
+    results = verify_paths(args.paths)
+    for path, problem in results:
+        print(f"ok {path}" if problem is None else f"FAILED {problem}", flush=True)
+    failed = [problem for _, problem in results if problem is not None]
+    if failed:
+        raise UserError(f"{len(failed)} of {len(results)} artifacts failed verification; first: {failed[0]}")
+
+
 def rulegraph(args) -> None:
     from .report.rulegraph import write_rule_graph
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pytest
 
@@ -133,3 +135,111 @@ def test_the_data_record_is_the_worlds_config_or_the_conversions_counts_and_its_
     assert data_record(tmp_path / "converted") == {"vqa": 4, "images": 13}
     with pytest.raises(UserError, match=r"neither world.json nor convert.json"):
         data_record(tmp_path)
+
+
+# --- the tables' manifest --------------------------------------------------------------------------
+
+SMALL_WORLD = dict(seed=5, n_images={"train": 3, "val": 2, "test": 2}, nlvr2_pairs={"train": 2, "val": 1, "test": 1})
+
+
+@pytest.fixture(scope="module")
+def small_world(tmp_path_factory):
+    from vltune.data.synthetic import WorldConfig, write_world
+
+    out = tmp_path_factory.mktemp("small-world")
+    write_world(WorldConfig.from_dict(SMALL_WORLD), out)
+    return out
+
+
+@pytest.fixture
+def world_copy(small_world, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(small_world, tmp_path / "data"))
+
+
+def test_the_data_stage_writes_a_manifest_with_each_tables_size_and_sha256(small_world):
+    import hashlib
+    import json
+
+    manifest = json.loads((small_world / "tables.json").read_text())
+    assert manifest["format_version"] == 1
+    assert sorted(manifest["tables"]) == sorted(f"{k}.arrow" for k in TABLE_KINDS)
+    for name, entry in manifest["tables"].items():
+        data = (small_world / name).read_bytes()
+        assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_a_converted_dataset_has_the_manifest_too(tmp_path, load_module):
+    """The converter writes every table kind (empty ones included), then the manifest."""
+    import hashlib
+    import json
+
+    from vltune.data.official import convert
+
+    official = load_module(Path(__file__).parent / "test_official.py", "official_fixtures")
+    official._write_gqa(tmp_path / "gqa")
+    convert({"gqa": tmp_path / "gqa"}, tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "tables.json").read_text())["tables"]
+    assert sorted(manifest) == sorted(f"{k}.arrow" for k in TABLE_KINDS)
+    for name, entry in manifest.items():
+        data = (tmp_path / "out" / name).read_bytes()
+        assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_a_table_that_differs_from_the_manifest_is_refused_naming_both_values(world_copy):
+    from vltune.errors import ArtifactError
+
+    path = world_copy / "gqa.arrow"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError) as e:
+        read_table(path, "gqa")
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: sha256 ") and "tables.json says" in msg
+    assert f"delete {world_copy} and re-run the make_world rule" in msg
+    path.write_bytes(bytes(data[:-8]))
+    with pytest.raises(ArtifactError, match=rf"{len(data) - 8} bytes, .*tables.json says {len(data)}"):
+        read_table(path, "gqa")
+
+
+def test_above_the_digest_threshold_only_the_size_is_checked_on_open_and_verify_hashes_it(world_copy, monkeypatch):
+    """Large tables are hashed by `vltune verify`, not on every open: a same-size change passes the
+    cheap check and is caught by the full one."""
+    from vltune.data import tables
+    from vltune.errors import ArtifactError
+
+    path = world_copy / "vqa.arrow"
+    monkeypatch.setattr(tables, "FULL_DIGEST_MAX_BYTES", path.stat().st_size - 1)
+    data = bytearray(path.read_bytes())
+    offset = bytes(data).index(b"how many")  # inside a question: still a valid Arrow file
+    data[offset] ^= 0x20  # "how" -> "How"
+    path.write_bytes(bytes(data))
+    assert tables.check_table_file(path) is True  # size compared, digest not
+    assert read_table(path, "vqa").num_rows > 0
+    with pytest.raises(ArtifactError, match="sha256"):
+        tables.check_table_file(path, full=True)
+
+
+def test_a_dataset_folder_with_a_record_must_have_the_manifest_and_list_the_table(world_copy):
+    from vltune.errors import ArtifactError
+
+    (world_copy / "tables.json").rename(world_copy / "kept.json")
+    with pytest.raises(ArtifactError, match=r"tables\.json: missing \(the data stage writes it beside world\.json\)"):
+        read_table(world_copy / "vqa.arrow", "vqa")
+    (world_copy / "kept.json").rename(world_copy / "tables.json")
+    write_table(_table("gqa"), world_copy / "extra.arrow", "gqa")
+    with pytest.raises(ArtifactError, match=r"extra\.arrow: not listed in .*tables\.json"):
+        read_table(world_copy / "extra.arrow", "gqa")
+    (world_copy / "tables.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match=r"tables\.json: not a table manifest"):
+        read_table(world_copy / "vqa.arrow", "vqa")
+
+
+def test_hand_made_tables_without_a_record_or_manifest_are_read_unchecked(tmp_path):
+    from vltune.data.tables import check_table_file
+
+    path = write_table(_table("vqa"), tmp_path / "vqa.arrow")
+    assert check_table_file(path) is False
+    assert read_table(path, "vqa").num_rows == 1

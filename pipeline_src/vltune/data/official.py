@@ -38,7 +38,7 @@ from typing import Iterable
 import pyarrow as pa
 
 from .source_files import ConvertError, SourceFile, SourceFiles
-from .tables import SCHEMAS, TABLE_KINDS, table_path, write_table
+from .tables import SCHEMAS, TABLE_KINDS, table_path, write_table, write_table_manifest
 
 log = logging.getLogger(__name__)
 
@@ -279,5 +279,6 @@ def _convert(files: dict[str, SourceFiles], out_dir: Path, vqa_vocab_size: int) 
     for kind in TABLE_KINDS[1:]:
         write_table(_table(kind, rows[kind]), table_path(out_dir, kind), kind)
         counts[kind] = len(rows[kind])
+    write_table_manifest(out_dir)  # before convert.json, the record the caller writes last
     log.info("converted %s → %s: %s", sorted(files), out_dir, counts)
     return counts

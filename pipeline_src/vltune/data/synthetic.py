@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
-from vltune.data.tables import SCHEMAS, SPLITS, TABLE_KINDS, table_path, write_table
+from vltune.data.tables import SCHEMAS, SPLITS, TABLE_KINDS, table_path, write_table, write_table_manifest
 from vltune.utils.io import sha256_file, write_json
 
 COLORS = {"red": (215, 45, 45), "orange": (240, 140, 30), "yellow": (230, 210, 45),
@@ -612,10 +612,12 @@ def world_counts(tables: Mapping[str, pa.Table]) -> dict[str, dict[str, int]]:
 
 
 def write_world(cfg: WorldConfig, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``<out_dir>/<kind>.arrow`` for every kind and ``<out_dir>/world.json`` (the config,
-    rows per table and split, and each file's sha256); return the paths by kind (and "world")."""
+    """Write ``<out_dir>/<kind>.arrow`` for every kind, the tables' manifest ``tables.json``, and
+    ``<out_dir>/world.json`` (the config, rows per table and split, and each file's sha256) last;
+    return the paths by kind (and "world")."""
     tables = generate_world(cfg)
     paths = {kind: write_table(t, table_path(out_dir, kind), kind) for kind, t in tables.items()}
+    write_table_manifest(out_dir)
     summary = {"generator": "vltune.data.synthetic", "config": asdict(cfg),
                "counts": world_counts(tables),
                "sha256": {kind: sha256_file(p) for kind, p in paths.items()}}

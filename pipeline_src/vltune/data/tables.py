@@ -4,6 +4,11 @@ Every dataset (the synthetic shapes world, or a converted COCO / VQA v2 / GQA / 
 up as the same five kinds of table, each one Arrow IPC *file* (``<data_dir>/<kind>.arrow``) with the
 split ("train" / "val" / "test") as a column. Later stages read them only through `read_table`,
 which checks the schema, so a malformed file fails early with the file and column named.
+
+The data stage also writes ``<data_dir>/tables.json``, the tables' manifest: each file's size in
+bytes and sha256. `read_table` compares a table against it on every open (the size always, the
+digest when the table is small enough to hash cheaply), so a truncated, corrupted or replaced
+table stops the stage that reads it instead of feeding it wrong rows.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from vltune.utils.io import atomic_path
+from vltune.errors import ArtifactError
+from vltune.utils.io import atomic_path, read_json, sha256_file, write_json
 
 _S = pa.string()
 
@@ -134,21 +140,119 @@ def write_table(table: pa.Table, path: str | os.PathLike, kind: str | None = Non
 def read_table(path: str | os.PathLike, kind: str | None = None) -> pa.Table:
     """Read an Arrow IPC file (memory-mapped); with ``kind``, validate it and order its columns.
 
-    Raises FileNotFoundError naming the path if it is missing, ValueError naming the path if it is
-    not an Arrow IPC file or (with ``kind``) if a column is missing, extra, mistyped or has nulls.
+    The file is first checked against its folder's manifest (:func:`check_table_file`). Raises
+    FileNotFoundError naming the path if it is missing, ArtifactError (a ValueError) naming the path
+    if it disagrees with the manifest, is not a readable Arrow IPC file, or (with ``kind``) if a
+    column is missing, extra, mistyped or has nulls.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
+    check_table_file(path)
     try:
         with pa.memory_map(str(path)) as source:
             table = pa.ipc.open_file(source).read_all()
+        table.validate(full=True)  # offsets and UTF-8 of every column: a damaged buffer fails here
     except (pa.ArrowInvalid, OSError) as e:
-        raise ValueError(f"{path}: not a readable Arrow IPC file ({e})") from None
+        detail = " ".join(str(e).split())  # Arrow's messages can span lines; the error is one
+        raise ArtifactError(f"{path}: not a readable Arrow IPC file ({detail}); {_rebuild_hint(path.parent)}") from None
     if kind is None:
         return table
-    validate_table(table, kind, source=str(path))
+    try:
+        validate_table(table, kind, source=str(path))
+    except ValueError as e:
+        raise ArtifactError(str(e)) from None
     return table.select(SCHEMAS[kind].names)
+
+
+# --- the tables' manifest ----------------------------------------------------------------------
+
+TABLE_MANIFEST = "tables.json"
+MANIFEST_VERSION = 1
+# Tables up to this size are hashed on every open; larger ones get the size check only (their
+# digest is checked by `vltune verify`). sha256 runs at some hundreds of MB/s on one core, so
+# 64 MiB costs a fraction of a second next to the stage that reads the table, while hashing a
+# converted dataset's images.arrow (tens of GB) on every open would cost minutes.
+FULL_DIGEST_MAX_BYTES = 64 * 1024 * 1024
+
+
+def write_table_manifest(data_dir: str | os.PathLike, kinds: tuple[str, ...] = TABLE_KINDS) -> Path:
+    """Write ``<data_dir>/tables.json``: size in bytes and sha256 of each ``<kind>.arrow``.
+
+    The data stage calls it once every table is written, before its record (world.json /
+    convert.json), so a folder with a record always has a manifest.
+    """
+    entries = {}
+    for kind in kinds:
+        path = table_path(data_dir, kind)
+        entries[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    manifest = Path(data_dir) / TABLE_MANIFEST
+    write_json(manifest, {"format_version": MANIFEST_VERSION, "tables": entries})
+    return manifest
+
+
+def _rebuild_hint(data_dir: Path) -> str:
+    """How to rebuild a dataset folder: the data rule that wrote it."""
+    if (data_dir / "world.json").is_file():
+        rule = "the make_world rule"
+    elif (data_dir / "convert.json").is_file():
+        rule = "the convert rule"
+    else:
+        rule = "the data rule (make_world or convert)"
+    return f"delete {data_dir} and re-run {rule}"
+
+
+def table_manifest(data_dir: str | os.PathLike) -> dict | None:
+    """The manifest's entries ({file name: {"bytes", "sha256"}}), or None for a folder the data stage
+    did not write (no manifest, no data record); ArtifactError if a record has no manifest or the
+    manifest is unreadable."""
+    data_dir = Path(data_dir)
+    path = data_dir / TABLE_MANIFEST
+    if not path.is_file():
+        record = next((r for r in DATA_RECORDS if (data_dir / r).is_file()), None)
+        if record is None:
+            return None  # tables made by hand (tests, notebooks): nothing to compare against
+        raise ArtifactError(f"{path}: missing (the data stage writes it beside {record}); "
+                            f"{_rebuild_hint(data_dir)}")
+    try:
+        manifest = read_json(path)
+        entries = manifest["tables"]
+        if not isinstance(entries, dict) or not all(
+                isinstance(e, dict) and isinstance(e.get("bytes"), int) and isinstance(e.get("sha256"), str)
+                for e in entries.values()):
+            raise ValueError("expected {file: {bytes, sha256}} entries")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ArtifactError(f"{path}: not a table manifest ({e}); {_rebuild_hint(data_dir)}") from None
+    return entries
+
+
+def check_table_file(path: str | os.PathLike, full: bool | None = None) -> bool:
+    """Compare the table file ``path`` with its folder's manifest; return whether it was compared.
+
+    The size is always compared; the sha256 too when ``full`` is true, or (``full=None``) when the
+    file is at most :data:`FULL_DIGEST_MAX_BYTES`. A folder with neither a manifest nor a data
+    record is not checked (False); one with a record but no manifest, a table the manifest does not
+    list, or any mismatch raises ArtifactError naming the table, the manifest's value, the file's
+    value and how to rebuild.
+    """
+    path = Path(path)
+    entries = table_manifest(path.parent)
+    if entries is None:
+        return False
+    manifest = path.parent / TABLE_MANIFEST
+    entry = entries.get(path.name)
+    if entry is None:
+        raise ArtifactError(f"{path}: not listed in {manifest} (it lists {', '.join(sorted(entries)) or 'nothing'})")
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        raise ArtifactError(f"{path}: {size} bytes, {manifest} says {entry['bytes']} (truncated or replaced); "
+                            f"{_rebuild_hint(path.parent)}")
+    if full or (full is None and size <= FULL_DIGEST_MAX_BYTES):
+        digest = sha256_file(path)
+        if digest != entry["sha256"]:
+            raise ArtifactError(f"{path}: sha256 {digest}, {manifest} says {entry['sha256']} (corrupted or "
+                                f"replaced); {_rebuild_hint(path.parent)}")
+    return True
 
 
 # What the data stage writes beside the tables: the synthetic world's config (make_world) or the
@@ -159,7 +263,6 @@ DATA_RECORDS = ("world.json", "convert.json")
 def data_record(data_dir: str | os.PathLike) -> dict:
     """The JSON of the data stage's record in ``data_dir`` (the first of :data:`DATA_RECORDS` there)."""
     from ..errors import UserError
-    from ..utils.io import read_json
 
     for name in DATA_RECORDS:
         path = Path(data_dir) / name

@@ -21,13 +21,14 @@ from typing import Iterable
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..errors import UserError
 from ..utils.io import atomic_path, read_json, sha256_file, write_json
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+REBUILD = "delete the store and re-run extract_features"
 
 
 class FeatureStoreError(UserError):
@@ -117,7 +118,14 @@ def read_shard(path: Path, shapes: dict[str, list[int]]) -> dict[str, torch.Tens
         table = pa.ipc.open_file(src).read_all()
     out = {}
     for key, shape in shapes.items():
-        values = table.column(key).combine_chunks().values.to_numpy(zero_copy_only=False)
+        if key not in table.column_names:
+            raise ValueError(f"no column {key!r}")
+        column = table.column(key).combine_chunks()
+        width = int(np.prod(shape, dtype=np.int64))
+        if not pa.types.is_fixed_size_list(column.type) or column.type.list_size != width:
+            raise ValueError(f"column {key!r} is {column.type}, the manifest's shape {list(shape)} needs "
+                             f"fixed_size_list<{width}>")
+        values = column.values.to_numpy(zero_copy_only=False)
         out[key] = torch.from_numpy(np.array(values).reshape(table.num_rows, *shape))
     return out
 
@@ -130,10 +138,19 @@ class FeatureStore:
         manifest_path = self.root / MANIFEST
         if not manifest_path.exists():
             raise FeatureStoreError(f"{manifest_path}: no feature-store manifest (run the extract_features rule)")
-        self.manifest = read_json(manifest_path)
+        try:
+            self.manifest = read_json(manifest_path)
+        except ValueError as e:
+            raise FeatureStoreError(f"{e}; {REBUILD}") from None
+        if not isinstance(self.manifest, dict):
+            raise FeatureStoreError(f"{manifest_path}: not a feature-store manifest (a JSON object)")
         for k in ("encoder", "count", "keys", "shards"):
             if k not in self.manifest:
                 raise FeatureStoreError(f"{manifest_path}: manifest has no {k!r} entry")
+        for i, shard in enumerate(self.manifest["shards"]):
+            missing = [k for k in ("file", "sha256", "count", "image_ids") if not isinstance(shard, dict) or k not in shard]
+            if missing:
+                raise FeatureStoreError(f"{manifest_path}: shard entry {i} has no {missing[0]!r}; {REBUILD}")
         self.verify = verify
         self._index = {iid: (s, j) for s, shard in enumerate(self.manifest["shards"])
                        for j, iid in enumerate(shard["image_ids"])}
@@ -151,19 +168,48 @@ class FeatureStore:
 
     def _shard(self, s: int) -> dict[str, torch.Tensor]:
         if s not in self._loaded:
-            info = self.manifest["shards"][s]
-            path = self.root / info["file"]
-            if not path.exists():
-                raise FeatureStoreError(f"{path}: shard listed in the manifest is missing")
-            if self.verify:
-                digest = sha256_file(path)
-                if digest != info["sha256"]:
-                    raise FeatureStoreError(
-                        f"{path}: checksum mismatch (manifest {info['sha256']}, file {digest}); "
-                        "the shard is corrupted: delete the store and re-run extract_features"
-                    )
-            self._loaded[s] = (read_shard(path, self.keys) if path.suffix == ".arrow" else load_file(str(path)))
+            self._loaded[s] = self._load_shard(s)
         return self._loaded[s]
+
+    def _load_shard(self, s: int) -> dict[str, torch.Tensor]:
+        """Shard ``s`` read and checked: present, its sha256 (with ``verify``), readable, and every
+        key with the manifest's shape for the shard's image count."""
+        info = self.manifest["shards"][s]
+        path = self.root / info["file"]
+        if not path.exists():
+            raise FeatureStoreError(f"{path}: shard listed in the manifest is missing")
+        if self.verify:
+            digest = sha256_file(path)
+            if digest != info["sha256"]:
+                raise FeatureStoreError(
+                    f"{path}: checksum mismatch (manifest {info['sha256']}, file {digest}); "
+                    "the shard is corrupted: delete the store and re-run extract_features"
+                )
+        try:
+            if path.suffix == ".arrow":
+                tensors = read_shard(path, self.keys)
+            else:
+                from ..verify import read_safetensors
+
+                tensors = read_safetensors(path, hint=REBUILD)
+        except UserError as e:
+            raise FeatureStoreError(str(e)) from None
+        except (ValueError, KeyError, TypeError, IndexError, OSError) as e:  # Arrow's errors are these too
+            raise FeatureStoreError(f"{path}: not a readable feature shard ({e}); {REBUILD}") from None
+        for key, shape in self.keys.items():
+            expected = (int(info["count"]), *map(int, shape))
+            if key not in tensors:
+                raise FeatureStoreError(f"{path}: no tensor {key!r} (the manifest lists {sorted(self.keys)})")
+            if tuple(tensors[key].shape) != expected:
+                raise FeatureStoreError(f"{path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, the manifest "
+                                        f"says {expected}; {REBUILD}")
+        return tensors
+
+    def check(self) -> int:
+        """Read and check every shard once (not kept in memory); return how many were checked."""
+        for s in range(len(self.manifest["shards"])):
+            self._load_shard(s)
+        return len(self.manifest["shards"])
 
     def get(self, image_ids: Iterable[str], key: str) -> torch.Tensor:
         """Stack feature ``key`` for ``image_ids`` (in order) → (N, *shape)."""

@@ -88,7 +88,9 @@ class SafetensorsSource(Source):
         except MergeError:
             raise
         except Exception as e:  # safetensors raises its own error types for a bad header
-            raise MergeError(f"{self.path}: not a readable safetensors file ({e})") from None
+            from ..verify import unreadable_safetensors
+
+            raise MergeError(str(unreadable_safetensors(self.path, e))) from None
         self.metadata = self._f.metadata() or {}
 
     def keys(self) -> list[str]:

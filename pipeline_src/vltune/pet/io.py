@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ..utils.io import atomic_path, read_json, write_json
+from ..verify import check_shapes, read_safetensors
 from .base import apply_pet, get_method, pet_config_dict, trainable_state_dict
 
 PET_CONFIG = "pet_config.json"
@@ -48,12 +49,13 @@ def load_pet(model: nn.Module, in_dir: str | Path) -> nn.Module:
     apply_pet(model, config)
     method = get_method(config["method"])
     filled = method.load(model, in_dir) if method.load is not None else set()
-    weights = load_file(str(in_dir / PET_WEIGHTS))
+    weights = read_safetensors(in_dir / PET_WEIGHTS)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     unexpected = set(weights) - trainable
     missing = trainable - set(weights) - filled
     if unexpected or missing:
         raise ValueError(f"{in_dir}: saved tensors do not match method {config['method']!r}: "
                          f"unexpected {sorted(unexpected)[:5]}, missing {sorted(missing)[:5]}")
+    check_shapes(in_dir / PET_WEIGHTS, model.state_dict(), weights)
     model.load_state_dict(weights, strict=False)
     return model

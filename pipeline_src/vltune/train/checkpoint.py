@@ -14,11 +14,12 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..errors import UserError
 from ..pet.base import trainable_state_dict
 from ..utils.io import read_json, write_bytes_atomic
+from ..verify import check_shapes, read_safetensors
 
 
 def _optimizer_to_flat(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -114,20 +115,21 @@ def load_latest(resume_dir: str | Path, model, optimizer, scheduler) -> tuple[in
     if not pointer.exists():
         return 0, {}
     ckpt = resume_dir / pointer.read_text().strip()
+    start_over = f"delete {resume_dir} to start over"
     try:
         state = read_json(ckpt / "state.json")
-        weights = load_file(str(ckpt / "model.safetensors"))
-        opt_tensors = load_file(str(ckpt / "optimizer.safetensors"))
     except (FileNotFoundError, ValueError, OSError) as e:
-        raise UserError(
-            f"resume checkpoint {ckpt} is unreadable ({e}); delete {resume_dir} to start over"
-        ) from None
+        raise UserError(f"resume checkpoint {ckpt} is unreadable ({e}); {start_over}") from None
+    weights = read_safetensors(ckpt / "model.safetensors", hint=start_over)
+    opt_tensors = read_safetensors(ckpt / "optimizer.safetensors", hint=start_over)
     missing = set(trainable_state_dict(model)) - set(weights)
     if missing:
         raise UserError(
             f"resume checkpoint {ckpt} does not match the model (missing {sorted(missing)[:3]}…); "
             f"delete {resume_dir} to start over"
         )
+    check_shapes(ckpt / "model.safetensors", model.state_dict(), weights,
+                 hint=f"the resume checkpoint is of another model: {start_over}")
     model.load_state_dict(weights, strict=False)
     optimizer.load_state_dict(_optimizer_from_flat(opt_tensors, state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])

@@ -115,6 +115,8 @@ def load_vl_model(ckpt_dir: str | Path, backbone_dir: str | Path | None = None) 
     from safetensors.torch import load_model
     from transformers import AutoConfig
 
+    from ..verify import check_file_shapes
+
     ckpt_dir = Path(ckpt_dir)
     meta_path = ckpt_dir / CHECKPOINT_JSON
     if not meta_path.exists() and (ckpt_dir / "vlbart.json").exists():
@@ -131,6 +133,7 @@ def load_vl_model(ckpt_dir: str | Path, backbone_dir: str | Path | None = None) 
         return model.eval(), tok, meta
     lm = cls.lm_class()(AutoConfig.from_pretrained(str(ckpt_dir)))
     model = cls(lm, meta["feat_dim"], vis_token_ids(tok))
+    check_file_shapes(ckpt_dir / "model.safetensors", model)  # a bad file: one line naming it and the tensor
     load_model(model, str(ckpt_dir / "model.safetensors"))
     return model.eval(), tok, meta
 

@@ -56,14 +56,15 @@ def read_vlmo_config(model_dir: str | Path) -> tuple[VLMoConfig, dict]:
 
 def load_vlmo(model_dir: str | Path) -> tuple[VLMo, dict]:
     """A VLMo model from a folder written by :func:`save_vlmo` (or a merge: same layout)."""
-    from safetensors.torch import load_file
+    from ..verify import check_shapes, read_safetensors
 
     cfg, meta = read_vlmo_config(model_dir)
     model = VLMo(cfg)
     path = Path(model_dir) / WEIGHTS
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found")
-    state = load_file(str(path))
+    state = read_safetensors(path)
+    check_shapes(path, model.state_dict(), state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise UserError(f"{path}: does not match its {cfg.mode} VLMo config (missing {missing[:3]}, "

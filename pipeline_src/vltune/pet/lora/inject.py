@@ -80,10 +80,12 @@ def load_lora(model: nn.Module, in_dir: Path) -> set[str]:
     """Load PEFT's ``adapter_model.safetensors`` into the injected model; return the names it filled
     (every trainable parameter of the HF model), after checking PEFT read back exactly the file."""
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
-    from safetensors.torch import load_file
+
+    from ...verify import check_shapes, read_safetensors
 
     prefix, hf = hf_model(model)
-    saved = {k.removeprefix(_PEFT_PREFIX): v for k, v in load_file(str(in_dir / PEFT_WEIGHTS)).items()}
+    saved = {k.removeprefix(_PEFT_PREFIX): v for k, v in read_safetensors(in_dir / PEFT_WEIGHTS).items()}
+    check_shapes(in_dir / PEFT_WEIGHTS, get_peft_model_state_dict(hf), saved)
     result = set_peft_model_state_dict(hf, saved)
     if result.unexpected_keys:
         raise ValueError(f"{in_dir / PEFT_WEIGHTS}: keys that match no LoRA layer: {sorted(result.unexpected_keys)[:5]}")

@@ -1,0 +1,199 @@
+"""Integrity of the files one stage writes and another reads, and ``vltune verify``.
+
+Reading: :func:`read_safetensors` and :func:`safetensors_specs` open a ``.safetensors`` file with
+one-line errors that name it (missing, truncated, a damaged header, a ``torch.save`` pickle under
+a ``.safetensors`` name: vltune never unpickles), and :func:`check_shapes` compares a file's
+tensors with the shapes a model expects before anything is copied into it.
+
+Verifying (``vltune verify PATH...``): each path is one artifact, recognised by what it holds:
+
+- a dataset folder (``tables.json`` or a data record): every table against the manifest, with
+  its full sha256 whatever its size, then read and schema-checked; the synthetic world's
+  ``world.json`` digests too;
+- one ``.arrow`` table: the same for that table;
+- a feature store (``manifest.json``): every shard's sha256, readability and shapes, by the
+  store's own reader;
+- one ``.safetensors`` file, or any other folder (a backbone, a checkpoint, a merged model):
+  every ``.safetensors`` in it opens, its header parses and every tensor's bytes are read.
+
+Tensor files carry no recorded digest, so a flipped bit inside a tensor's bytes (not its header)
+is beyond what can be found there; tables and feature shards do carry one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .errors import ArtifactError, UserError
+
+# The first bytes of what ``torch.save`` writes: a zip archive (its default format since 1.6) or a
+# bare pickle (protocol 2+ starts with 0x80, then the protocol number).
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = tuple(bytes([0x80, p]) for p in range(2, 6))
+
+
+# What the errors below suggest unless the caller knows better (a resume folder to delete, a store).
+REBUILD = "re-run the rule that wrote it"
+
+
+def unreadable_safetensors(path: Path, error: Exception, hint: str = REBUILD) -> ArtifactError:
+    """The one-line error for a ``.safetensors`` file that safetensors refused."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC):
+        kind = "zip archive" if head.startswith(_ZIP_MAGIC) else "pickle"
+        return ArtifactError(f"{path}: a torch.save file ({kind}), not safetensors (pickles are never loaded); {hint}")
+    size = path.stat().st_size
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return ArtifactError(f"{path}: not a readable safetensors file ({detail}; {size} bytes), truncated or "
+                         f"corrupted; {hint}")
+
+
+def _require_file(path: Path, hint: str) -> None:
+    if not path.is_file():
+        raise ArtifactError(f"{path}: file not found; {hint}")
+
+
+def read_safetensors(path: str | os.PathLike, hint: str = REBUILD) -> dict:
+    """Every tensor of a ``.safetensors`` file (``safetensors.torch.load_file``), or ArtifactError
+    naming the file and ending in ``hint`` (how to get a good one)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    _require_file(path, hint)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise unreadable_safetensors(path, e, hint) from None
+
+
+def safetensors_specs(path: str | os.PathLike, read: bool = False,
+                      hint: str = REBUILD) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """{name: (dtype code, shape)} from a ``.safetensors`` header; with ``read``, every tensor's
+    bytes are also read (one tensor at a time). ArtifactError naming the file if it fails."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    _require_file(path, hint)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            specs = {}
+            for name in f.keys():
+                sl = f.get_slice(name)
+                specs[name] = (sl.get_dtype(), tuple(int(n) for n in sl.get_shape()))
+                if read:
+                    f.get_tensor(name)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise unreadable_safetensors(path, e, hint) from None
+    return specs
+
+
+def check_shapes(path: str | os.PathLike, expected: Mapping, found: Mapping,
+                 hint: str = "the file was written for another architecture or configuration") -> None:
+    """Raise ArtifactError naming ``path`` and the first tensor whose shape in ``found`` (the file's
+    tensors, or their shapes) differs from ``expected`` (the model's); names in one only are left
+    to the caller's missing/unexpected check."""
+    for name in sorted(set(expected) & set(found)):
+        want, got = _shape(expected[name]), _shape(found[name])
+        if want != got:
+            raise ArtifactError(f"{path}: tensor {name!r} has shape {list(got)}, the model expects {list(want)}; {hint}")
+
+
+def check_file_shapes(path: str | os.PathLike, model) -> None:
+    """Compare a ``.safetensors`` file's header with ``model``'s state dict, reading no tensor."""
+    specs = safetensors_specs(path)
+    check_shapes(path, model.state_dict(), {k: shape for k, (_, shape) in specs.items()})
+
+
+def _shape(x) -> tuple[int, ...]:
+    """The shape of a tensor, or a shape given as a sequence of ints."""
+    return tuple(int(n) for n in (x.shape if hasattr(x, "shape") else x))
+
+
+# --- vltune verify -------------------------------------------------------------------------------
+
+def _verify_tables(data_dir: Path) -> None:
+    from .data.tables import (DATA_RECORDS, TABLE_KINDS, TABLE_MANIFEST, check_table_file,
+                              read_table, table_manifest, table_path)
+    from .utils.io import read_json, sha256_file
+
+    entries = table_manifest(data_dir)
+    if entries is None:
+        raise ArtifactError(f"{data_dir}: neither {TABLE_MANIFEST} nor a data record ({', '.join(DATA_RECORDS)}): "
+                            "not a dataset folder the data stage wrote")
+    for kind in TABLE_KINDS:
+        path = table_path(data_dir, kind)
+        if path.name not in entries:
+            raise ArtifactError(f"{data_dir / TABLE_MANIFEST}: does not list {path.name}")
+        if not path.is_file():
+            raise ArtifactError(f"{path}: file not found (listed in {data_dir / TABLE_MANIFEST})")
+        check_table_file(path, full=True)
+        read_table(path, kind)
+    world = data_dir / "world.json"
+    if world.is_file():
+        try:
+            recorded = read_json(world).get("sha256", {})
+        except (ValueError, AttributeError) as e:
+            raise ArtifactError(f"{world}: not a world record ({e})") from None
+        for kind, digest in sorted(recorded.items()):
+            path = table_path(data_dir, kind)
+            if sha256_file(path) != digest:
+                raise ArtifactError(f"{path}: sha256 differs from the one {world} records ({digest})")
+
+
+def _verify_table_file(path: Path) -> None:
+    from .data.tables import SCHEMAS, check_table_file, read_table
+
+    check_table_file(path, full=True)
+    kind = path.name[: -len(".arrow")]
+    read_table(path, kind if kind in SCHEMAS else None)
+
+
+def _verify_tensor_folder(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*.safetensors") if p.is_file())
+    if not files:
+        raise ArtifactError(f"{folder}: no .safetensors file, tables.json or feature-store manifest.json: "
+                            "nothing to verify")
+    for f in files:
+        safetensors_specs(f, read=True)
+
+
+def verify_artifact(path: str | os.PathLike) -> None:
+    """Check one artifact (see the module docstring); raise UserError / FileNotFoundError naming the
+    file that fails."""
+    from .data.tables import DATA_RECORDS, TABLE_MANIFEST
+    from .features.store import MANIFEST, FeatureStore
+
+    path = Path(path)
+    if path.is_dir():
+        if (path / MANIFEST).is_file():
+            FeatureStore(path).check()
+        elif (path / TABLE_MANIFEST).is_file() or any((path / r).is_file() for r in DATA_RECORDS):
+            _verify_tables(path)
+        else:
+            _verify_tensor_folder(path)
+    elif path.is_file():
+        if path.suffix == ".arrow":
+            _verify_table_file(path)
+        elif path.suffix == ".safetensors":
+            safetensors_specs(path, read=True)
+        else:
+            raise ArtifactError(f"{path}: not an artifact vltune verifies (a .arrow table, a .safetensors file, "
+                                "or a dataset, feature-store, checkpoint or model folder)")
+    else:
+        raise FileNotFoundError(f"{path}: not found")
+
+
+def verify_paths(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str | None]]:
+    """(path, None if it is intact else the one-line problem) for every path, in order."""
+    out = []
+    for p in paths:
+        try:
+            verify_artifact(p)
+            out.append((str(p), None))
+        except (UserError, FileNotFoundError) as e:
+            out.append((str(p), str(e)))
+    return out

@@ -59,5 +59,5 @@ def test_a_repeated_list_option_adds_to_the_list_instead_of_replacing_it():
     parser = build_parser()
     for action in parser._subparsers._group_actions[0].choices.values():
         for arg in action._actions:
-            if arg.nargs in ("*", "+"):
+            if arg.nargs in ("*", "+") and arg.option_strings:  # a positional list takes every word anyway
                 assert isinstance(arg, argparse._ExtendAction), f"{action.prog} {arg.option_strings}"

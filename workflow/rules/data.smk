@@ -5,6 +5,7 @@
 rule make_world:
     output:
         tables=expand("resources/data/shapes/{table}.arrow", table=TABLES),
+        manifest="resources/data/shapes/tables.json",
         info=report(
             "resources/data/shapes/world.json",
             caption="../report/world.rst",
@@ -66,6 +67,7 @@ if DATASET != "shapes":
             records=expand("resources/raw/{source}/download.json", source=config["download"]["sources"]),
         output:
             tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
+            manifest=f"{DATA}/tables.json",
             info=report(
                 f"{DATA}/convert.json",
                 caption="../report/convert.rst",

@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ from safetensors.torch import save_file
 D_MODEL, HEADS, FFN = 16, 2, 32
 ADAPTER_DIM, ADAPTER_HEADS, GATE_DIM, VPA_DIM = 8, 2, 4, 4
 BATCH, SEQ, ENC_SEQ = 2, 5, 6
-SCALING = 0.3  # the T5 scripts' --encoder_gating_scaling_factor, here on the BART layer
+SCALING = 0.3  # the T5 scripts' --encoder_gating_scaling_factor (also tried on the BART layer)
 
 # The encoder flags the VL-PET-*.sh scripts share, then each granularity's own gate flag.
 COMMON = ["--use_adapter", "--use_single_adapter", "--no_encoder_adapter", "--use_adapter_down_dim",
@@ -45,6 +46,10 @@ GATE_FLAGS = {
     "large_scaled": ["--use_encoder_adapter_gating_large_x_lowrank", "--adapter_gating_down_dim", str(GATE_DIM),
                      "--use_encoder_gating_scaling", "--encoder_gating_scaling_factor", str(SCALING)],
 }
+# scripts/image-text/T5-VL-PET-*.sh: the same gates, scaled by s (their zero-init flags only change
+# the initial values, which are overwritten by random ones here).
+T5_SCALING = ["--use_encoder_gating_scaling", "--encoder_gating_scaling_factor", str(SCALING)]
+T5_GATES = ("large", "middlex", "middley", "small")
 
 
 def _import_official(src: Path):
@@ -59,25 +64,41 @@ def _import_official(src: Path):
     for name in ("add_code_sample_docstrings", "add_end_docstrings", "add_start_docstrings",
                  "add_start_docstrings_to_model_forward", "replace_return_docstrings"):
         setattr(file_utils, name, identity)
+    # The T5 file also imports head-pruning and model-parallel helpers that later transformers
+    # removed; none of them is called by the modules recorded here.
+    import transformers.modeling_utils as modeling_utils
+
+    for name in ("find_pruneable_heads_and_indices", "prune_linear_layer"):
+        if not hasattr(modeling_utils, name):
+            setattr(modeling_utils, name, None)
+    parallel = types.ModuleType("transformers.utils.model_parallel_utils")
+    parallel.assert_device_map = parallel.get_device_map = None
+    sys.modules.setdefault("transformers.utils.model_parallel_utils", parallel)
     import my_transformers.modeling_bart as modeling_bart
+    import my_transformers.modeling_t5 as modeling_t5
     import param
     from adapters import AdapterConfig
 
-    return modeling_bart, param, AdapterConfig
+    return modeling_bart, modeling_t5, param, AdapterConfig
 
 
-def _config(param, AdapterConfig, flags: list[str]):
-    """BartConfig + the parsed flags + ``adapter_config``, the way the official trainer assembles them."""
-    from transformers import BartConfig
+def _config(param, AdapterConfig, flags: list[str], family: str = "bart"):
+    """Backbone config + the parsed flags + ``adapter_config``, the way the official trainer
+    (src/trainer_base.py, create_config) assembles them."""
+    from transformers import BartConfig, T5Config
 
     argv, sys.argv = sys.argv, ["vlpet"] + flags
     try:
         args = param.parse_args(parse=True)
     finally:
         sys.argv = argv
-    config = BartConfig(d_model=D_MODEL, encoder_attention_heads=HEADS, decoder_attention_heads=HEADS,
-                        encoder_ffn_dim=FFN, decoder_ffn_dim=FFN, encoder_layers=1, decoder_layers=1,
-                        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+    if family == "bart":
+        config = BartConfig(d_model=D_MODEL, encoder_attention_heads=HEADS, decoder_attention_heads=HEADS,
+                            encoder_ffn_dim=FFN, decoder_ffn_dim=FFN, encoder_layers=1, decoder_layers=1,
+                            dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+    else:
+        config = T5Config(d_model=D_MODEL, d_kv=D_MODEL // HEADS, d_ff=FFN, num_heads=HEADS, num_layers=1,
+                          dropout_rate=0.0, is_decoder=False)
     for k, v in vars(args).items():
         setattr(config, k, v)
     ac = AdapterConfig()
@@ -115,7 +136,7 @@ def _commit(checkout: str) -> str | None:
 
 
 def main(checkout: str, out_dir: str) -> None:
-    modeling_bart, param, AdapterConfig = _import_official(Path(checkout) / "src")
+    modeling_bart, modeling_t5, param, AdapterConfig = _import_official(Path(checkout) / "src")
     tensors: dict[str, torch.Tensor] = {}
     g = torch.Generator().manual_seed(1234)
     for i, (gate, flags) in enumerate(GATE_FLAGS.items()):
@@ -127,6 +148,17 @@ def main(checkout: str, out_dir: str) -> None:
         tensors[f"{gate}.input"] = x
         tensors[f"{gate}.output"] = out
         tensors.update({f"{gate}.param.{k}": v.clone() for k, v in layer.state_dict().items()})
+
+    # T5 encoder block (pre-LN; the gates read the residual stream entering each sub-layer).
+    for i, gate in enumerate(T5_GATES):
+        config = _config(param, AdapterConfig, COMMON + GATE_FLAGS[gate] + T5_SCALING, family="t5")
+        block = modeling_t5.T5Block(config, has_relative_attention_bias=True).eval()
+        _randomise(block, 400 + i)
+        x = torch.randn(BATCH, SEQ, D_MODEL, generator=g)
+        out = block(x, task="vqa")[0]
+        tensors[f"t5_{gate}.input"] = x
+        tensors[f"t5_{gate}.output"] = out
+        tensors.update({f"t5_{gate}.param.{k}": v.clone() for k, v in block.state_dict().items()})
 
     # Decoder cross-attention with the value parallel adapter, built as BartDecoderLayer builds it.
     config = _config(param, AdapterConfig, COMMON + GATE_FLAGS["large"])
@@ -149,10 +181,12 @@ def main(checkout: str, out_dir: str) -> None:
     meta = {
         "source": "https://github.com/HenryHZY/VL-PET", "commit": commit,
         "modules": {"encoder": "src/my_transformers/modeling_bart.py BartEncoderLayer",
-                    "vpa": "src/my_transformers/modeling_bart.py BartAttentionWithValueAdapter"},
-        "flags": {"common": COMMON, **GATE_FLAGS},
+                    "vpa": "src/my_transformers/modeling_bart.py BartAttentionWithValueAdapter",
+                    "t5": "src/my_transformers/modeling_t5.py T5Block (encoder, relative attention bias)"},
+        "flags": {"common": COMMON, **GATE_FLAGS, "t5_scaling": T5_SCALING},
         "d_model": D_MODEL, "heads": HEADS, "ffn": FFN, "adapter_dim": ADAPTER_DIM, "adapter_heads": ADAPTER_HEADS,
         "gate_dim": GATE_DIM, "vpa_dim": VPA_DIM, "scaling": SCALING, "activation_function": "gelu",
+        "t5": {"d_kv": D_MODEL // HEADS, "d_ff": FFN, "num_heads": HEADS, "feed_forward_proj": "relu"},
         "torch": torch.__version__,
     }
     (out_path / "vlpet_bart.json").write_text(json.dumps(meta, indent=1) + "\n")

@@ -2,9 +2,10 @@
 
 ``vlpet_bart.safetensors`` holds, per gate granularity, the parameters, input and output of the
 official ``BartEncoderLayer`` (src/my_transformers/modeling_bart.py, built with the flags of
-scripts/image-text/VL-PET-*.sh) and of its ``BartAttentionWithValueAdapter`` used as the decoder
-cross-attention; ``scripts/golden/record_vlpet.py`` wrote them. Here the same parameters are loaded
-into a transformers BART with vltune's VL-PET injected, and the outputs must agree to float32
+scripts/image-text/VL-PET-*.sh), of the official T5 encoder ``T5Block`` (src/my_transformers/
+modeling_t5.py, flags of T5-VL-PET-*.sh) and of ``BartAttentionWithValueAdapter`` used as the
+decoder cross-attention; ``scripts/golden/record_vlpet.py`` wrote them. Here the same parameters are loaded
+into a transformers BART / T5 with vltune's VL-PET injected, and the outputs must agree to float32
 rounding. Paper: "VL-PET: Vision-and-Language Parameter-Efficient Tuning via Granularity Control",
 https://arxiv.org/abs/2308.09804.
 """
@@ -36,6 +37,18 @@ _ENCODER_NAMES = [
     (r"encoder_ff_adapter_gating_(?:small_xy_cat|middle_xy_add)\.", "fc2.vlpet.gate.proj."),
     (r"encoder_attn_adapter_gating_middle_ia3_add$", "self_attn.vlpet.gate.z"),
     (r"encoder_ff_adapter_gating_middle_ia3_add$", "fc2.vlpet.gate.z"),
+]
+_T5_NAMES = [
+    (r"layer\.0\.attn_adapter_multihead_down\.(\d+)\.", r"layer.0.SelfAttention.vlpet.adapter.down.\1."),
+    (r"layer\.0\.attn_adapter_multihead_up\.", "layer.0.SelfAttention.vlpet.adapter.up."),
+    (r"layer\.1\.ff_adapter_multihead_down\.(\d+)\.", r"layer.1.DenseReluDense.vlpet.adapter.down.\1."),
+    (r"layer\.1\.ff_adapter_multihead_up\.", "layer.1.DenseReluDense.vlpet.adapter.up."),
+    (r"layer\.0\.encoder_attn_adapter_gating_large_x_(down|up)\.", r"layer.0.SelfAttention.vlpet.gate.\1."),
+    (r"layer\.1\.encoder_ff_adapter_gating_large_x_(down|up)\.", r"layer.1.DenseReluDense.vlpet.gate.\1."),
+    (r"layer\.0\.encoder_attn_adapter_gating_(?:small_xy_cat|middle_xy_add)\.", "layer.0.SelfAttention.vlpet.gate.proj."),
+    (r"layer\.1\.encoder_ff_adapter_gating_(?:small_xy_cat|middle_xy_add)\.", "layer.1.DenseReluDense.vlpet.gate.proj."),
+    (r"layer\.0\.encoder_attn_adapter_gating_middle_ia3_add$", "layer.0.SelfAttention.vlpet.gate.z"),
+    (r"layer\.1\.encoder_ff_adapter_gating_middle_ia3_add$", "layer.1.DenseReluDense.vlpet.gate.z"),
 ]
 _VPA_NAMES = [(r"attn_value_parallel_adapter\.adapters\.\w+\.down_sampler\.", "v_proj.vpa.down.0."),
               (r"attn_value_parallel_adapter\.adapters\.\w+\.up_sampler\.", "v_proj.vpa.up.")]
@@ -73,6 +86,23 @@ def _vlpet_bart(gate: str, scaling: float = 1.0):
     return model
 
 
+def _vlpet_t5(gate: str):
+    from transformers import T5Config, T5Model
+
+    from vltune.pet import apply_pet
+
+    t5 = META["t5"]
+    cfg = T5Config(vocab_size=32, d_model=META["d_model"], d_kv=t5["d_kv"], d_ff=t5["d_ff"], num_heads=t5["num_heads"],
+                   num_layers=1, num_decoder_layers=1, dropout_rate=0.0, feed_forward_proj=t5["feed_forward_proj"],
+                   attn_implementation="eager")
+    torch.manual_seed(0)
+    model = T5Model(cfg).eval()
+    apply_pet(model, {"method": f"vlpet-{gate}", "adapter_dim": META["adapter_dim"],
+                      "adapter_heads": META["adapter_heads"], "gate_dim": META["gate_dim"],
+                      "vpa_dim": META["vpa_dim"], "scaling": META["scaling"]})
+    return model
+
+
 def _load_exactly(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Every recorded tensor has a home and every parameter of ``module`` is overwritten."""
     result = module.load_state_dict(state, strict=True)
@@ -93,6 +123,17 @@ def test_encoder_layer_matches_official_vlpet_gate(case, gate, scaling):
     expected = GOLDEN[f"{case}.output"]
     assert out.shape == expected.shape
     torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("gate", ["large", "middlex", "middley", "small"])
+def test_t5_encoder_block_matches_official_vlpet_gate(gate):
+    """Pre-LN T5: the gate reads the residual stream entering the sub-layer, and s = 0.3 scales it."""
+    block = _vlpet_t5(gate).encoder.block[0]
+    _load_exactly(block, _renamed(f"t5_{gate}.param.", _T5_NAMES))
+    with torch.no_grad():
+        out = block(GOLDEN[f"t5_{gate}.input"])
+    out = out[0] if isinstance(out, tuple) else out
+    torch.testing.assert_close(out, GOLDEN[f"t5_{gate}.output"], atol=ATOL, rtol=0)
 
 
 def test_decoder_cross_attention_value_parallel_adapter_matches_official():

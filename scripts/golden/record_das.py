@@ -8,6 +8,9 @@ DAS-CHECKOUT is a checkout of https://github.com/DoubtedSteam/DAS (its ``ViLT`` 
 * the skipped block's stand-in: ``vilt.modules.vision_transformer_PA.Adapter_Layer`` (imported as
   ``ParallelAdapter`` by ``vilt_module_search.py`` and run as ``x = adapter_list[i](x)`` in place of
   block i), at two output scales, with seeded random parameters;
+* a ViLT encoder block with DAS's parallel adapters: ``Block`` of vision_transformer_PA.py
+  (``x + Attn(LN(x)) + A_0(x)``, then ``x + MLP(LN(x)) + A_1(x)``), at width 16 with its two
+  ``Adapter_Layer`` children built at that width (the class hard-codes 768 as their default);
 * the search: ``ViLTransformerSS.forward`` of ``vilt/modules/vilt_module_search.py`` (the sampling,
   reward and gate update) and ``training_epoch_end`` (the final selection), run as the unbound
   official functions on a stand-in object whose ``calculate_loss`` returns a fixed loss per skip set.
@@ -27,6 +30,7 @@ import os
 import subprocess
 import sys
 import types
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -110,6 +114,19 @@ def main(checkout: str, out_dir: str) -> None:
         tensors.update({f"{case}.input": x, f"{case}.output": out})
         tensors.update({f"{case}.param.{k}": v.clone() for k, v in adapter.state_dict().items()})
 
+    block = vit_pa.Block(D_MODEL, num_heads=2, mlp_ratio=2.0, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+    block.adapter0 = vit_pa.Adapter_Layer(d_model=D_MODEL, bottleneck=BOTTLENECK)
+    block.adapter1 = vit_pa.Adapter_Layer(d_model=D_MODEL, bottleneck=BOTTLENECK)
+    block.eval()
+    _randomise(block, 310)
+    x = torch.randn(BATCH, SEQ, D_MODEL, generator=torch.Generator().manual_seed(2025))
+    mask = torch.ones(BATCH, SEQ, dtype=torch.bool)
+    mask[1, -2:] = False  # padded keys
+    with torch.no_grad():
+        out, _ = block(x, mask=mask)
+    tensors.update({"block.input": x, "block.mask": mask, "block.output": out})
+    tensors.update({f"block.param.{k}": v.clone() for k, v in block.state_dict().items()})
+
     torch.manual_seed(7)
     gate0 = torch.randn(N_BLOCKS, generator=g)
     set_loss = torch.rand(N_BLOCKS, generator=g)  # losses in [0, 2): rewards exp(-L) well apart
@@ -136,6 +153,7 @@ def main(checkout: str, out_dir: str) -> None:
         "source": "https://github.com/DoubtedSteam/DAS",
         "commit": done.stdout.strip() if done.returncode == 0 else os.environ.get("SOURCE_COMMIT"),
         "modules": {"skip_adapter": "ViLT/vilt/modules/vision_transformer_PA.py Adapter_Layer",
+                    "block": "ViLT/vilt/modules/vision_transformer_PA.py Block (heads 2, mlp_ratio 2, qkv_bias, LN eps 1e-6)",
                     "search": "ViLT/vilt/modules/vilt_module_search.py ViLTransformerSS.forward, training_epoch_end"},
         "d_model": D_MODEL, "bottleneck": BOTTLENECK, "skip_adapter_scalars": [1.0, 0.5],
         "search": {"n_blocks": N_BLOCKS, "skip_num": SKIP_NUM, "das_step": DAS_STEP, "policy_lr": 1.0,

@@ -4,6 +4,8 @@
 
 * the skipped block's stand-in, ``Adapter_Layer`` of ViLT/vilt/modules/vision_transformer_PA.py
   (``x + s · up(ReLU(down(LN(x))))``), at s = 1 and s = 0.5;
+* a ViLT encoder ``Block`` of the same file with its two parallel adapters
+  (``x + Attn(LN(x)) + A_0(x)``, ``x + MLP(LN(x)) + A_1(x)``), padded keys masked;
 * four reward steps of ``ViLTransformerSS.forward`` (ViLT/vilt/modules/vilt_module_search.py): the
   gate before and after each step, the skip sets scored and their losses, and the blocks
   ``training_epoch_end`` finally skips.
@@ -45,6 +47,31 @@ def test_skipped_block_stand_in_matches_official_adapter_layer(case):
     with torch.no_grad():
         out = block(GOLDEN[f"skip_adapter_{case}.input"], None)  # the block's mask argument is ignored
     torch.testing.assert_close(out, GOLDEN[f"skip_adapter_{case}.output"], atol=1e-6, rtol=0)
+
+
+def test_parallel_adapters_in_a_block_match_official_vilt_block():
+    """vltune's VLMo block with DAS injected; its layer scales are set to 1 (ViLT has none). The
+    adapters read the block's residual stream (the input of norm1 / norm2), as ViLT's."""
+    from vltune.models.vlmo import VLMo, VLMoConfig
+    from vltune.pet import apply_pet
+
+    torch.manual_seed(0)
+    cfg = VLMoConfig(vocab_size=50, d_model=META["d_model"], layers=1, vl_layers=1, heads=2, mlp_ratio=2,
+                     image_size=16, patch_size=16)
+    model = apply_pet(VLMo(cfg).eval(), {"method": "das", "adapter_dim": META["bottleneck"], "modules_to_save": []})
+    block = model.blocks[0]
+    rename = {"adapter0.adapter_layer_norm_before": "attn.das_adapter.norm", "adapter0.down_proj": "attn.das_adapter.down",
+              "adapter0.up_proj": "attn.das_adapter.up", "adapter1.adapter_layer_norm_before": "mlp.das_adapter.norm",
+              "adapter1.down_proj": "mlp.das_adapter.down", "adapter1.up_proj": "mlp.das_adapter.up"}
+    state = {"gamma1": torch.ones(META["d_model"]), "gamma2": torch.ones(META["d_model"])}
+    for key, value in GOLDEN.items():
+        if key.startswith("block.param."):
+            module, leaf = key[len("block.param."):].rsplit(".", 1)
+            state[f"{rename.get(module, module)}.{leaf}"] = value
+    block.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        out = block(GOLDEN["block.input"], GOLDEN["block.mask"], "vl")
+    torch.testing.assert_close(out, GOLDEN["block.output"], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("step", range(len(SEARCH["steps"])))

@@ -174,6 +174,17 @@ def main(checkout: str, out_dir: str) -> None:
     tensors.update({"vpa.query": q, "vpa.encoder": enc, "vpa.output": out})
     tensors.update({f"vpa.param.{k}": v.clone() for k, v in attn.state_dict().items()})
 
+    # T5 decoder cross-attention sub-layer with the value parallel adapter (T5LayerCrossAttention).
+    config = _config(param, AdapterConfig, COMMON + GATE_FLAGS["large"] + T5_SCALING, family="t5")
+    config.is_decoder = True
+    cross = modeling_t5.T5LayerCrossAttention(config, is_decoder=True).eval()
+    _randomise(cross, 210)
+    q = torch.randn(BATCH, SEQ, D_MODEL, generator=g)
+    enc = torch.randn(BATCH, ENC_SEQ, D_MODEL, generator=g)
+    out = cross(q, key_value_states=enc, task="vqa")[0]
+    tensors.update({"t5_vpa.query": q, "t5_vpa.encoder": enc, "t5_vpa.output": out})
+    tensors.update({f"t5_vpa.param.{k}": v.clone() for k, v in cross.state_dict().items()})
+
     out_path = Path(out_dir)
     out_path.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, out_path / "vlpet_bart.safetensors")
@@ -182,7 +193,8 @@ def main(checkout: str, out_dir: str) -> None:
         "source": "https://github.com/HenryHZY/VL-PET", "commit": commit,
         "modules": {"encoder": "src/my_transformers/modeling_bart.py BartEncoderLayer",
                     "vpa": "src/my_transformers/modeling_bart.py BartAttentionWithValueAdapter",
-                    "t5": "src/my_transformers/modeling_t5.py T5Block (encoder, relative attention bias)"},
+                    "t5": "src/my_transformers/modeling_t5.py T5Block (encoder, relative attention bias)",
+                    "t5_vpa": "src/my_transformers/modeling_t5.py T5LayerCrossAttention"},
         "flags": {"common": COMMON, **GATE_FLAGS, "t5_scaling": T5_SCALING},
         "d_model": D_MODEL, "heads": HEADS, "ffn": FFN, "adapter_dim": ADAPTER_DIM, "adapter_heads": ADAPTER_HEADS,
         "gate_dim": GATE_DIM, "vpa_dim": VPA_DIM, "scaling": SCALING, "activation_function": "gelu",

@@ -3,8 +3,8 @@
 ``vlpet_bart.safetensors`` holds, per gate granularity, the parameters, input and output of the
 official ``BartEncoderLayer`` (src/my_transformers/modeling_bart.py, built with the flags of
 scripts/image-text/VL-PET-*.sh), of the official T5 encoder ``T5Block`` (src/my_transformers/
-modeling_t5.py, flags of T5-VL-PET-*.sh) and of ``BartAttentionWithValueAdapter`` used as the
-decoder cross-attention; ``scripts/golden/record_vlpet.py`` wrote them. Here the same parameters are loaded
+modeling_t5.py, flags of T5-VL-PET-*.sh), of ``BartAttentionWithValueAdapter`` used as the
+decoder cross-attention and of the T5 ``T5LayerCrossAttention`` with its value parallel adapter; ``scripts/golden/record_vlpet.py`` wrote them. Here the same parameters are loaded
 into a transformers BART / T5 with vltune's VL-PET injected, and the outputs must agree to float32
 rounding. Paper: "VL-PET: Vision-and-Language Parameter-Efficient Tuning via Granularity Control",
 https://arxiv.org/abs/2308.09804.
@@ -143,6 +143,17 @@ def test_decoder_cross_attention_value_parallel_adapter_matches_official():
     with torch.no_grad():
         out = attn(GOLDEN["vpa.query"], key_value_states=GOLDEN["vpa.encoder"])[0]
     torch.testing.assert_close(out, GOLDEN["vpa.output"], atol=ATOL, rtol=0)
+
+
+def test_t5_cross_attention_value_parallel_adapter_matches_official():
+    """T5: the adapter reads the encoder output E and adds to ``EncDecAttention.v(E)``."""
+    layer = _vlpet_t5("large").decoder.block[0].layer[1]
+    names = [(r"EncDecAttention\.attn_value_parallel_adapter\.adapters\.\w+\.down_sampler\.", "EncDecAttention.v.vpa.down.0."),
+             (r"EncDecAttention\.attn_value_parallel_adapter\.adapters\.\w+\.up_sampler\.", "EncDecAttention.v.vpa.up.")]
+    _load_exactly(layer, _renamed("t5_vpa.param.", names))
+    with torch.no_grad():
+        out = layer(GOLDEN["t5_vpa.query"], key_value_states=GOLDEN["t5_vpa.encoder"])[0]
+    torch.testing.assert_close(out, GOLDEN["t5_vpa.output"], atol=ATOL, rtol=0)
 
 
 def test_recorded_output_depends_on_the_vlpet_adapters():

@@ -1,13 +1,16 @@
 """VL-PET against numbers recorded from the official modules (https://github.com/HenryHZY/VL-PET).
 
-``vlpet_bart.safetensors`` holds, per gate granularity, the parameters, input and output of the
-official ``BartEncoderLayer`` (src/my_transformers/modeling_bart.py, built with the flags of
-scripts/image-text/VL-PET-*.sh), of the official T5 encoder ``T5Block`` (src/my_transformers/
-modeling_t5.py, flags of T5-VL-PET-*.sh), of ``BartAttentionWithValueAdapter`` used as the
-decoder cross-attention and of the T5 ``T5LayerCrossAttention`` with its value parallel adapter; ``scripts/golden/record_vlpet.py`` wrote them. Here the same parameters are loaded
-into a transformers BART / T5 with vltune's VL-PET injected, and the outputs must agree to float32
-rounding. Paper: "VL-PET: Vision-and-Language Parameter-Efficient Tuning via Granularity Control",
-https://arxiv.org/abs/2308.09804.
+``vlpet_bart.safetensors`` (written by ``scripts/golden/record_vlpet.py``) holds the parameters,
+inputs and outputs of
+* the official ``BartEncoderLayer`` (src/my_transformers/modeling_bart.py, flags of
+  scripts/image-text/VL-PET-*.sh), one per gate granularity, and one with the scaling s;
+* the official T5 encoder ``T5Block`` (src/my_transformers/modeling_t5.py, flags of
+  scripts/image-text/T5-VL-PET-*.sh), one per gate granularity;
+* ``BartAttentionWithValueAdapter`` as the decoder cross-attention and T5's
+  ``T5LayerCrossAttention``, each with its value parallel adapter.
+Here the same parameters are loaded into a transformers BART / T5 with vltune's VL-PET injected,
+and the outputs must agree to float32 rounding. Paper: "VL-PET: Vision-and-Language
+Parameter-Efficient Tuning via Granularity Control", https://arxiv.org/abs/2308.09804.
 """
 
 from __future__ import annotations

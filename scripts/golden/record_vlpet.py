@@ -54,7 +54,7 @@ T5_GATES = ("large", "middlex", "middley", "small")
 
 def _import_official(src: Path):
     sys.path.insert(0, str(src))
-    # The official file decorates its model classes with docstring helpers whose signatures changed in
+    # The official file decorates its model classes with docstring decorators whose signatures changed in
     # later transformers; they only build docstrings, so they are replaced by identity decorators.
     import transformers.file_utils as file_utils
 
@@ -64,7 +64,7 @@ def _import_official(src: Path):
     for name in ("add_code_sample_docstrings", "add_end_docstrings", "add_start_docstrings",
                  "add_start_docstrings_to_model_forward", "replace_return_docstrings"):
         setattr(file_utils, name, identity)
-    # The T5 file also imports head-pruning and model-parallel helpers that later transformers
+    # The T5 file also imports head-pruning and model-parallel functions that later transformers
     # removed; none of them is called by the modules recorded here.
     import transformers.modeling_utils as modeling_utils
 

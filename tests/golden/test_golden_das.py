@@ -96,3 +96,7 @@ def test_final_skip_set_matches_official_selection():
     policy = SkipPolicy(SEARCH["n_blocks"])
     policy.logits = torch.tensor(SEARCH["steps"][-1]["gate_after"], dtype=torch.float64)
     assert policy.top_k(SEARCH["skip_num"]) == SEARCH["final_skip"]
+    # a gate that never moved (all ties): the official sort skips the deepest blocks
+    policy.logits = torch.zeros(SEARCH["n_blocks"], dtype=torch.float64)
+    assert policy.top_k(SEARCH["skip_num"]) == SEARCH["tied_gate_final_skip"] == [10, 11]
+    assert policy.top_k(0) == []

@@ -97,9 +97,10 @@ class SkipPolicy:
         return delta
 
     def top_k(self, k: int) -> list[int]:
-        """The k blocks with the largest logits (ties: the lower index), sorted."""
-        order = sorted(range(len(self.logits)), key=lambda i: (-float(self.logits[i]), i))
-        return sorted(order[:k])
+        """The k blocks with the largest logits, sorted; ties go to the higher index, as the
+        official selection (the last k of an ascending sort) has it."""
+        order = sorted(range(len(self.logits)), key=lambda i: (float(self.logits[i]), i))
+        return sorted(order[len(order) - k:]) if k else []
 
 
 def run_search(model: torch.nn.Module, wrappers: list[SkippableBlock], batch_fn: Callable[[int], dict],

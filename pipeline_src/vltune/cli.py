@@ -131,6 +131,18 @@ SUBCOMMANDS = [
         ("--params", dict(default="{}", help="JSON {split, batch_size, num_beams, answer_max_len, caption_max_len}")),
         ("--predictions", dict(default=None, help="optional predictions.json to write")),
     ]),
+    ("import-checkpoint", C.import_checkpoint, "map a released checkpoint's official names to vltune's and write a vltune checkpoint", [
+        ("--from", dict(dest="source", required=True, help="whose checkpoint: vlpet (VL-BART), epalm, vl-merging")),
+        ("path", dict(help="the released .pth / .bin file")),
+        ("--out", dict(required=True, help="checkpoint folder to write (+ import.json: source path and sha256)")),
+        ("--method", dict(default=None, help="the vltune method the file holds (vlpet-large, …; epalm-linear, epalm-prompt)")),
+        ("--backbone", dict(default=None, help="vlpet: BART folder giving the architecture and tokenizer")),
+        ("--features", dict(default=None, help="vlpet: feature-store folder the checkpoint will read (its width)")),
+        ("--lm", dict(default=None, help="epalm: OPT folder (save_pretrained layout)")),
+        ("--encoder", dict(default=None, help="epalm: ViT folder (timm save_for_hf layout)")),
+        ("--task", dict(default=None, help="epalm: the task the checkpoint was trained on (vqa, gqa, caption)")),
+        ("--params", dict(default="{}", help='JSON {"method_config": {...}, "visual": {...}}')),
+    ]),
     ("params", C.params, "plan trainable/total parameters of a VL model + PET method (meta device, no download)", [
         ("--arch", dict(required=True, help="architecture preset: bart-base, t5-base, or eP-ALM's <opt-350m|opt-2.7b|opt-6.7b>+<vit-b16|vit-l16>")),
         ("--method", dict(required=True, help="PET method (e.g. vlpet-large, lora, full)")),

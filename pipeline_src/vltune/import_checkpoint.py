@@ -1,0 +1,278 @@
+"""Import the authors' released checkpoints as vltune checkpoints, so the evaluation rules score them.
+
+A released checkpoint is a pickled PyTorch state dict (``.pth`` / ``.bin``). Its parameter names
+are the official code's; each source below maps them onto the names of the vltune model built
+from the given backbone(s) and method config, then writes the folder vltune's fine-tuning writes:
+
+* ``vlpet`` — VL-PET (Hu et al., "VL-PET: Vision-and-Language Parameter-Efficient Tuning via
+  Granularity Control", https://arxiv.org/abs/2308.09804), VL-BART: ``torch.save(model.state_dict())``
+  of the whole model (backbone, visual embedding, encoder modules of the gate granularity,
+  decoder value parallel adapters), keys optionally under DDP's ``module.``. Written as a
+  VL-PET checkpoint (``vl_model.json`` + ``adapter/``) whose backbone is the released model's own
+  LM, saved in ``backbone/`` (its frozen weights are the released ones, not a re-fetched copy).
+  The decoder value adapter is one module listed under every task name (``adapters.<task>.``);
+  those copies must be equal, since vltune has one adapter shared by all tasks.
+* ``epalm`` — eP-ALM (Shukor et al., "eP-ALM: Efficient Perceptual Augmentation of Language
+  Models", https://arxiv.org/abs/2303.11403): the ``model`` entry of its ``checkpoint_*.pth``,
+  which holds only the trained connection (``connector.<m>.``) and soft prompt
+  (``prompt_module.prefix_embedding.<i>.``); the frozen OPT and ViT are the given backbones.
+  Written as an eP-ALM checkpoint of one task (``epalm.json`` + ``adapter/``).
+* ``vl-merging`` (Sung et al., "An Empirical Study of Multimodal Model Merging",
+  https://arxiv.org/abs/2304.14933) is refused: its VLMo encodes positions with a relative
+  position bias table per block, which vltune's VLMo (learned absolute position embeddings)
+  has no tensor for, so no mapping would give the released model's outputs.
+
+Every official name must map to a tensor of the vltune model, and every tensor the vltune
+checkpoint holds must come from the file, with the same shape; otherwise the import fails with
+one line naming the names (a few, then a count) and nothing is written. The written folder's
+``import.json`` (also inside the checkpoint's JSON as ``imported``) records the source path and
+the file's sha256.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+from .utils.io import sha256_file, write_json
+
+IMPORT_JSON = "import.json"
+SOURCES = ("vlpet", "epalm", "vl-merging")
+LISTED = 5  # names shown in an error line before "(+N more)"
+
+
+# --- reading and checking ------------------------------------------------------------------------
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a released checkpoint: a state dict, or a training checkpoint's ``model``
+    entry; DDP's ``module.`` prefix removed. Unpickled with ``weights_only`` (no code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated file, another format, or a pickle that needs code
+        raise UserError(f"{path}: not a PyTorch checkpoint that loads with weights_only ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not obj:
+        raise UserError(f"{path}: expected a state dict (name → tensor) or a dict with a 'model' state dict, "
+                        f"got {type(obj).__name__}")
+    bad = sorted(str(k) for k, v in obj.items() if not (isinstance(k, str) and torch.is_tensor(v)))
+    if bad:
+        raise UserError(f"{path}: entries that are not name → tensor: {listing(bad)}")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def listing(names) -> str:
+    """Up to :data:`LISTED` names, then how many more."""
+    names = sorted(names)
+    shown = ", ".join(names[:LISTED])
+    return shown + (f" (+{len(names) - LISTED} more)" if len(names) > LISTED else "")
+
+
+def map_names(path: Path, official: dict[str, torch.Tensor], rules: list[tuple[re.Pattern, str]],
+              expected: dict[str, torch.Size], what: str) -> dict[str, torch.Tensor]:
+    """Rename ``official`` by the first matching ``(pattern, template)`` rule and check the result
+    against ``expected`` (vltune name → shape): no unknown, missing or mis-shaped name, and names
+    that land on the same vltune tensor (copies) hold equal values."""
+    mapped: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    unknown = []
+    for name, tensor in official.items():
+        target = next((m.expand(t) for p, t in rules if (m := p.fullmatch(name))), None)
+        if target is None or target not in expected:
+            unknown.append(name)
+            continue
+        if target in mapped:
+            if mapped[target].shape != tensor.shape or not torch.equal(mapped[target], tensor):
+                raise UserError(f"{path}: {origin[target]} and {name} both map to vltune's {target} but differ "
+                                f"(vltune's {what} has one tensor there)")
+            continue
+        mapped[target], origin[target] = tensor, name
+    missing = sorted(set(expected) - set(mapped))
+    if unknown or missing:
+        parts = ([f"{len(unknown)} official names have no counterpart in vltune's {what}: {listing(unknown)}"]
+                 if unknown else [])
+        if missing:
+            parts.append(f"{len(missing)} tensors of vltune's {what} are not in the file: {listing(missing)}")
+        raise UserError(f"{path}: " + "; ".join(parts))
+    wrong = sorted(f"{origin[k]} {tuple(v.shape)} (vltune {k} {tuple(expected[k])})"
+                   for k, v in mapped.items() if v.shape != expected[k])
+    if wrong:
+        raise UserError(f"{path}: shapes differ from vltune's {what}: {listing(wrong)}")
+    return mapped
+
+
+def source_record(source: str, path: Path, n_tensors: int) -> dict:
+    return {"from": source, "source": str(path.resolve()), "sha256": sha256_file(path), "tensors": n_tensors}
+
+
+def _rules(pairs: list[tuple[str, str]]) -> list[tuple[re.Pattern, str]]:
+    return [(re.compile(p), t) for p, t in pairs]
+
+
+class _Staging:
+    """Write into ``<out>.importing`` and rename onto ``out`` only when everything is written."""
+
+    def __init__(self, out_dir: str | Path):
+        self.out = Path(out_dir)
+        self.tmp = self.out.with_name(self.out.name + ".importing")
+
+    def __enter__(self) -> Path:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        shutil.rmtree(self.out, ignore_errors=True)
+        self.tmp.rename(self.out)
+
+
+def _method_error(command: str, e: Exception) -> UserError:
+    return UserError(f"{command}: {e}")
+
+
+# --- VL-PET (VL-BART) ----------------------------------------------------------------------------
+
+_ENC = r"model\.encoder\.layers\.(?P<i>\d+)\."
+_VENC = "bart.model.encoder.layers.\\g<i>."
+# official sub-layer prefix (attn / ff) → the vltune module whose output VL-PET modifies
+_SITES = {"attn": "self_attn", "ff": "fc2"}
+_P = r"\.(?P<p>weight|bias)"
+
+VLPET_BART_RULES = _rules([
+    *[r for site, mod in _SITES.items() for r in (
+        # multi-head down-projection adapter: heads Linear(d → r/heads), one Linear(r → d)
+        (rf"{_ENC}{site}_adapter_multihead_down\.(?P<h>\d+){_P}", f"{_VENC}{mod}.vlpet.adapter.down.\\g<h>.\\g<p>"),
+        (rf"{_ENC}{site}_adapter_multihead_up{_P}", f"{_VENC}{mod}.vlpet.adapter.up.\\g<p>"),
+        # the four gates: large (low-rank MLP), middleX (x + h'), small (cat[x, h']), middleY (1 + z)
+        (rf"{_ENC}encoder_{site}_adapter_gating_large_x_(?P<w>down|up){_P}", f"{_VENC}{mod}.vlpet.gate.\\g<w>.\\g<p>"),
+        (rf"{_ENC}encoder_{site}_adapter_gating_middle_xy_add{_P}", f"{_VENC}{mod}.vlpet.gate.proj.\\g<p>"),
+        (rf"{_ENC}encoder_{site}_adapter_gating_small_xy_cat{_P}", f"{_VENC}{mod}.vlpet.gate.proj.\\g<p>"),
+        (rf"{_ENC}encoder_{site}_adapter_gating_middle_ia3_add", f"{_VENC}{mod}.vlpet.gate.z"),
+    )],
+    # decoder cross-attention value parallel adapter, listed once per task
+    (r"model\.decoder\.layers\.(?P<i>\d+)\.encoder_attn\.attn_value_parallel_adapter\.adapters\.[^.]+\.down_sampler" + _P,
+     "bart.model.decoder.layers.\\g<i>.encoder_attn.v_proj.vpa.down.0.\\g<p>"),
+    (r"model\.decoder\.layers\.(?P<i>\d+)\.encoder_attn\.attn_value_parallel_adapter\.adapters\.[^.]+\.up_sampler" + _P,
+     "bart.model.decoder.layers.\\g<i>.encoder_attn.v_proj.vpa.up.\\g<p>"),
+    # visual embedding (individual LayerNorms after the feature and box projections)
+    (r"model\.encoder\.visual_embedding\.feat_embedding\.0" + _P, "visual_embedding.feat_proj.\\g<p>"),
+    (r"model\.encoder\.visual_embedding\.feat_embedding\.1" + _P, "visual_embedding.feat_norm.\\g<p>"),
+    (r"model\.encoder\.visual_embedding\.absolute_vis_pos_embedding\.0" + _P, "visual_embedding.box_proj.\\g<p>"),
+    (r"model\.encoder\.visual_embedding\.absolute_vis_pos_embedding\.1" + _P, "visual_embedding.box_norm.\\g<p>"),
+    (r"model\.encoder\.visual_embedding\.img_order_embedding\.weight", "visual_embedding.img_order.weight"),
+    # the object-order embedding is the shared token embedding (a copy of it in the state dict)
+    (r"model\.encoder\.visual_embedding\.obj_order_embedding\.weight", "bart.model.shared.weight"),
+    # everything else is BartForConditionalGeneration's own, under vltune's ``bart.``
+    (r"(?P<n>(?:model\.(?:shared|encoder|decoder)\.|lm_head\.|final_logits_bias).*)", "bart.\\g<n>"),
+])
+
+
+def import_vlpet(path: str | Path, out_dir: str | Path, backbone_dir: str | Path, feat_dim: int, method: str,
+                 method_config: dict | None = None, visual: dict | None = None, features: str | None = None) -> dict:
+    """Import a released VL-PET VL-BART state dict as a vltune VL-PET checkpoint in ``out_dir``.
+
+    ``backbone_dir``: the BART folder that gives the architecture and the tokenizer (e.g.
+    ``bart-base`` fetched with the ``<vis_extra_id_k>`` tokens); ``feat_dim``: the width of the
+    features the checkpoint will read; ``method``/``method_config``: the VL-PET variant and its
+    hyper-parameters (ranks, heads), which the file's shapes must match. Returns the source record.
+    """
+    from .pet import count_parameters
+    from .train.multitask import apply_method, build_vl_model, save_vl_model
+
+    path = Path(path)
+    if not method.startswith("vlpet-"):
+        raise UserError(f"import-checkpoint --from vlpet: method {method!r} is not a VL-PET variant "
+                        "(vlpet-large, vlpet-middlex, vlpet-middley, vlpet-small)")
+    official = read_state_dict(path)
+    model, tok = build_vl_model("bart", backbone_dir, feat_dim)
+    try:
+        apply_method(model, method, method_config)
+    except ValueError as e:
+        raise _method_error("import-checkpoint", e) from None
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    mapped = map_names(path, official, VLPET_BART_RULES, expected, f"{method} VL-BART")
+    model.load_state_dict(mapped, strict=True)
+    record = source_record("vlpet", path, len(official))
+    lm = type(model.lm)(model.lm.config)  # the plain LM: the frozen backbone the adapters apply to
+    lm.load_state_dict({k[len("bart."):]: v for k, v in mapped.items() if k[len("bart."):] in lm.state_dict()},
+                       strict=True)
+    with _Staging(out_dir) as tmp:
+        lm.save_pretrained(tmp / "backbone")
+        tok.save_pretrained(tmp / "backbone")
+        meta = {"method": method, "seed": None, "features": features, "dropout": None,
+                "backbone": str(Path(out_dir) / "backbone"), "visual": visual or {}, "imported": record,
+                **count_parameters(model)}
+        save_vl_model(model, tok, tmp, meta)
+        write_json(tmp / IMPORT_JSON, record)
+    return record
+
+
+# --- eP-ALM --------------------------------------------------------------------------------------
+
+EPALM_RULES = _rules([
+    (r"connector\.(?P<m>\d+)" + _P, "connector.linears.\\g<m>.\\g<p>"),
+    # InputPrompts' prefix_embedding: Embedding, Linear, Tanh, Linear (or the Embedding alone)
+    (r"prompt_module\.prefix_embedding\.0\.weight", "prompt.embedding.weight"),
+    (r"prompt_module\.prefix_embedding\.1" + _P, "prompt.reparam.0.\\g<p>"),
+    (r"prompt_module\.prefix_embedding\.3" + _P, "prompt.reparam.2.\\g<p>"),
+])
+
+
+def import_epalm(path: str | Path, out_dir: str | Path, lm_dir: str | Path, vit_dir: str | Path, task: str,
+                 method: str, method_config: dict | None = None) -> dict:
+    """Import a released eP-ALM checkpoint of one ``task`` as a vltune eP-ALM checkpoint in ``out_dir``.
+
+    ``lm_dir``/``vit_dir``: the frozen OPT and ViT folders it applies to; ``method``/``method_config``:
+    ``epalm-linear`` or ``epalm-prompt`` and its config (tokens, injection layers, prompt length),
+    which the file's names and shapes must match. Returns the source record.
+    """
+    from .pet import apply_pet, resolve_config, save_pet
+    from .features.perception import perception_preprocessing
+    from .train.epalm import CHECKPOINT_JSON, PET_SUBDIR, _check_method, _meta_encoder, build_epalm, epalm_parameter_counts
+
+    path = Path(path)
+    _check_method(method)
+    official = read_state_dict(path)
+    model, _ = build_epalm(lm_dir, vit_dir, cached=True)
+    try:
+        config = resolve_config({**(method_config or {}), "method": method})
+        error = config.window_error(model.config.num_hidden_layers, f"the OPT in {lm_dir}")
+        if error:
+            raise UserError(error)
+        apply_pet(model, config)
+    except ValueError as e:
+        raise _method_error("import-checkpoint", e) from None
+    expected = {n: p.shape for n, p in model.named_parameters() if p.requires_grad}
+    mapped = map_names(path, official, EPALM_RULES, expected, f"{method} eP-ALM")
+    model.load_state_dict(mapped, strict=False)
+    record = source_record("epalm", path, len(official))
+    # the reference runs the encoder on every image with CLIP's mean/std (the input side its own)
+    preprocessing = perception_preprocessing(_meta_encoder(vit_dir), "clip")
+    meta = {"task": task, "method": method, "seed": None, "lm": str(lm_dir), "encoder": str(vit_dir),
+            "perception": "recomputed", "augment": False, "preprocessing": preprocessing, "loss_weight": None,
+            "dropout": None,
+            "imported": record, **epalm_parameter_counts(model, vit_dir)}
+    with _Staging(out_dir) as tmp:
+        save_pet(model, tmp / PET_SUBDIR)
+        write_json(tmp / CHECKPOINT_JSON, meta)
+        write_json(tmp / IMPORT_JSON, record)
+    return record
+
+
+def refuse_vl_merging(path: str | Path) -> None:
+    raise UserError(f"{path}: import-checkpoint --from vl-merging is not possible: the released VLMo encodes "
+                    "positions with a relative position bias table per block, which vltune's VLMo (learned "
+                    "absolute position embeddings) has no tensor for")

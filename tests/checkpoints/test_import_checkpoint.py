@@ -1,0 +1,389 @@
+"""``import-checkpoint``: state dicts named and shaped as the authors' released checkpoints (VL-PET's
+VL-BART ``torch.save(model.state_dict())``, eP-ALM's ``checkpoint_*.pth``), built here at small
+shapes from the official modules' definitions, import into vltune checkpoints that load back with
+every tensor equal to its source; the gated sub-layer computes VL-PET's formula from the source
+tensors; a renamed, missing or extra name, a wrong shape and differing per-task copies are
+refused in one line naming them, and nothing is written then."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+from vltune.errors import UserError
+from vltune.utils.io import read_json
+
+D, FEAT, R, HEADS, GATE_R, VPA_R, LAYERS = 32, 8, 8, 2, 4, 4, 2
+TASKS = ("vqa", "gqa", "nlvr", "caption")  # VL-PET's --tasks: the value adapter is listed under each
+VLPET_CONFIG = {"adapter_dim": R, "adapter_heads": HEADS, "gate_dim": GATE_R, "vpa_dim": VPA_R}
+GATE_NAMES = {  # official gate tensors of one site (attn / ff) and their shapes, per granularity
+    "vlpet-large": lambda s: {f"encoder_{s}_adapter_gating_large_x_down.weight": (GATE_R, D),
+                              f"encoder_{s}_adapter_gating_large_x_down.bias": (GATE_R,),
+                              f"encoder_{s}_adapter_gating_large_x_up.weight": (D, GATE_R),
+                              f"encoder_{s}_adapter_gating_large_x_up.bias": (D,)},
+    "vlpet-middlex": lambda s: {f"encoder_{s}_adapter_gating_middle_xy_add.weight": (1, D),
+                                f"encoder_{s}_adapter_gating_middle_xy_add.bias": (1,)},
+    "vlpet-small": lambda s: {f"encoder_{s}_adapter_gating_small_xy_cat.weight": (1, 2 * D),
+                              f"encoder_{s}_adapter_gating_small_xy_cat.bias": (1,)},
+    "vlpet-middley": lambda s: {f"encoder_{s}_adapter_gating_middle_ia3_add": (D,)},
+}
+VLTUNE_GATE = {  # the vltune name of each official gate tensor's last part
+    "gating_large_x_down.weight": "gate.down.weight", "gating_large_x_down.bias": "gate.down.bias",
+    "gating_large_x_up.weight": "gate.up.weight", "gating_large_x_up.bias": "gate.up.bias",
+    "gating_middle_xy_add.weight": "gate.proj.weight", "gating_middle_xy_add.bias": "gate.proj.bias",
+    "gating_small_xy_cat.weight": "gate.proj.weight", "gating_small_xy_cat.bias": "gate.proj.bias",
+    "gating_middle_ia3_add": "gate.z",
+}
+
+
+# --- fixtures: backbones and released-style files -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def bart_setup(tokenizer, tmp_path_factory):
+    """A tiny BART backbone folder (tokenizer with <vis_extra_id_k>) and a feature store of width FEAT."""
+    from vltune.backbones.bart import build_tiny_bart
+    from vltune.features.store import FeatureWriter
+
+    root = tmp_path_factory.mktemp("import-bart")
+    torch.manual_seed(0)
+    build_tiny_bart(tokenizer, d_model=D, layers=LAYERS, heads=2, ffn=64, max_positions=32).save_pretrained(root / "bart")
+    tokenizer.save_pretrained(root / "bart")
+    w = FeatureWriter(root / "features", encoder="test-clip", preprocessing={"resize": 8})
+    w.add(["img0", "img1"], {"grid": torch.randn(2, 4, FEAT), "cls": torch.randn(2, FEAT)})
+    w.close()
+    return root
+
+
+def official_vlbart(backbone_dir, method: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A VL-PET VL-BART state dict as ``torch.save(model.state_dict())`` writes it: BART's own names
+    (the official modeling_bart keeps them), the encoder layers' multi-head adapters and gates, the
+    decoder's value parallel adapter under every task, the visual embedding with its individual
+    LayerNorms and the object-order embedding that is the shared token embedding."""
+    from transformers import AutoConfig, BartForConditionalGeneration
+
+    g = torch.Generator().manual_seed(seed)
+    lm = BartForConditionalGeneration(AutoConfig.from_pretrained(backbone_dir))
+    sd = {k: torch.randn(v.shape, generator=g) for k, v in lm.state_dict().items()}
+    for tied in ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight"):
+        sd[tied] = sd["model.shared.weight"]
+    shapes = {}
+    for i in range(LAYERS):
+        p = f"model.encoder.layers.{i}."
+        for site in ("attn", "ff"):
+            for h in range(HEADS):
+                shapes[f"{p}{site}_adapter_multihead_down.{h}.weight"] = (R // HEADS, D)
+                shapes[f"{p}{site}_adapter_multihead_down.{h}.bias"] = (R // HEADS,)
+            shapes[f"{p}{site}_adapter_multihead_up.weight"] = (D, R)
+            shapes[f"{p}{site}_adapter_multihead_up.bias"] = (D,)
+            shapes.update({p + k: v for k, v in GATE_NAMES[method](site).items()})
+    shapes.update({"model.encoder.visual_embedding.feat_embedding.0.weight": (D, FEAT),
+                   "model.encoder.visual_embedding.feat_embedding.0.bias": (D,),
+                   "model.encoder.visual_embedding.feat_embedding.1.weight": (D,),
+                   "model.encoder.visual_embedding.feat_embedding.1.bias": (D,),
+                   "model.encoder.visual_embedding.absolute_vis_pos_embedding.0.weight": (D, 5),
+                   "model.encoder.visual_embedding.absolute_vis_pos_embedding.0.bias": (D,),
+                   "model.encoder.visual_embedding.absolute_vis_pos_embedding.1.weight": (D,),
+                   "model.encoder.visual_embedding.absolute_vis_pos_embedding.1.bias": (D,),
+                   "model.encoder.visual_embedding.img_order_embedding.weight": (2, D)})
+    sd.update({k: torch.randn(v, generator=g) for k, v in shapes.items()})
+    sd["model.encoder.visual_embedding.obj_order_embedding.weight"] = sd["model.shared.weight"]
+    for i in range(LAYERS):
+        vpa = {"down_sampler.weight": torch.randn(VPA_R, D, generator=g), "down_sampler.bias": torch.randn(VPA_R, generator=g),
+               "up_sampler.weight": torch.randn(D, VPA_R, generator=g), "up_sampler.bias": torch.randn(D, generator=g)}
+        for task in TASKS:  # one module under every task name: equal copies
+            for k, v in vpa.items():
+                sd[f"model.decoder.layers.{i}.encoder_attn.attn_value_parallel_adapter.adapters.{task}.{k}"] = v
+    return sd
+
+
+def vltune_name(official: str) -> str | None:
+    """Where the test expects an official VL-BART tensor in vltune's model (None: a copy of another)."""
+    if official == "model.encoder.visual_embedding.obj_order_embedding.weight":
+        return None
+    visual = {"feat_embedding.0": "feat_proj", "feat_embedding.1": "feat_norm", "absolute_vis_pos_embedding.0": "box_proj",
+              "absolute_vis_pos_embedding.1": "box_norm", "img_order_embedding": "img_order"}
+    for k, v in visual.items():
+        if official.startswith(f"model.encoder.visual_embedding.{k}."):
+            return f"visual_embedding.{v}.{official.rsplit('.', 1)[1]}"
+    parts = official.split(".")
+    if parts[:3] == ["model", "encoder", "layers"]:
+        layer, rest = f"bart.model.encoder.layers.{parts[3]}", ".".join(parts[4:])
+        for site, module in (("attn", "self_attn"), ("ff", "fc2")):
+            if rest.startswith(f"{site}_adapter_multihead_down."):
+                return f"{layer}.{module}.vlpet.adapter.down.{parts[5]}.{parts[6]}"
+            if rest.startswith(f"{site}_adapter_multihead_up."):
+                return f"{layer}.{module}.vlpet.adapter.up.{parts[5]}"
+            if rest.startswith(f"encoder_{site}_adapter_"):
+                return f"{layer}.{module}.vlpet.{VLTUNE_GATE[rest[len(f'encoder_{site}_adapter_'):]]}"
+    if "attn_value_parallel_adapter" in official:
+        which = {"down_sampler": "down.0", "up_sampler": "up"}[parts[-2]]
+        return f"bart.model.decoder.layers.{parts[3]}.encoder_attn.v_proj.vpa.{which}.{parts[-1]}"
+    return f"bart.{official}"
+
+
+def _import_vlpet(setup, sd, tmp_path, method="vlpet-large", name="LAST.pth"):
+    from vltune.import_checkpoint import import_vlpet
+
+    path = tmp_path / name
+    torch.save(sd, path)
+    out = tmp_path / "imported"
+    record = import_vlpet(path, out, setup / "bart", FEAT, method, VLPET_CONFIG, features=str(setup / "features"))
+    return path, out, record
+
+
+# --- VL-PET --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["vlpet-large", "vlpet-middlex", "vlpet-middley", "vlpet-small"])
+def test_vlpet_import_loads_back_with_every_official_tensor_in_place(bart_setup, tmp_path, method):
+    from vltune.train.multitask import load_vl_model
+
+    sd = official_vlbart(bart_setup / "bart", method)
+    path, out, record = _import_vlpet(bart_setup, sd, tmp_path, method)
+    model, _, meta = load_vl_model(out)  # the PET checkpoint on the backbone it recorded (its own)
+    state = model.state_dict()
+    for name, tensor in sd.items():
+        target = vltune_name(name)
+        if target is not None:
+            assert torch.equal(state[target], tensor), name
+    assert torch.equal(state["bart.model.shared.weight"], sd["model.encoder.visual_embedding.obj_order_embedding.weight"])
+    assert meta["method"] == method and meta["seed"] is None and meta["imported"] == record
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record["source"] == str(path.resolve()) and read_json(out / "import.json") == record
+
+
+def test_vlpet_gated_sublayer_computes_the_official_formula_from_the_source_tensors(bart_setup, tmp_path):
+    """Encoder layer 0 of the imported large-gate model against VL-PET's BART layer written out:
+    H' = H + up(gelu_new(cat_h down_h(H))), Ĥ = H' ⊙ σ(W_gu gelu_new(W_gd X + b) + b), y = LN(X + Ĥ),
+    for self-attention (X = layer input) and FFN (X = its input)."""
+    from torch.nn import functional as F
+    from transformers import BartForConditionalGeneration
+
+    from vltune.train.multitask import load_vl_model
+
+    sd = official_vlbart(bart_setup / "bart", "vlpet-large", seed=3)
+    _, out, _ = _import_vlpet(bart_setup, sd, tmp_path)
+    model, _, _ = load_vl_model(out)
+    plain = BartForConditionalGeneration.from_pretrained(out / "backbone").eval().model.encoder.layers[0]
+    p = "model.encoder.layers.0."
+
+    def lin(x, name):
+        return F.linear(x, sd[name + ".weight"], sd[name + ".bias"])
+
+    def modified(h, x, site):
+        down = torch.cat([lin(h, f"{p}{site}_adapter_multihead_down.{i}") for i in range(HEADS)], -1)
+        h_mod = h + lin(F.gelu(down, approximate="tanh"), f"{p}{site}_adapter_multihead_up")
+        gate = torch.sigmoid(lin(F.gelu(lin(x, f"{p}encoder_{site}_adapter_gating_large_x_down"), approximate="tanh"),
+                                 f"{p}encoder_{site}_adapter_gating_large_x_up"))
+        return h_mod * gate
+
+    x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        y1 = plain.self_attn_layer_norm(x + modified(plain.self_attn(x)[0], x, "attn"))
+        ff = plain.fc2(plain.activation_fn(plain.fc1(y1)))
+        expected = plain.final_layer_norm(y1 + modified(ff, y1, "ff"))
+        got = model.eval().bart.model.encoder.layers[0](x, None)
+    got = got[0] if isinstance(got, tuple) else got
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_vlpet_import_accepts_ddp_prefixed_names(bart_setup, tmp_path):
+    sd = official_vlbart(bart_setup / "bart", "vlpet-large")
+    _, out, record = _import_vlpet(bart_setup, {f"module.{k}": v for k, v in sd.items()}, tmp_path)
+    assert record["tensors"] == len(sd) and (out / "adapter/pet_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("renamed", r"LAST\.pth: 1 official names have no counterpart in vltune's vlpet-large VL-BART: "
+                r"model\.encoder\.layers\.1\.ff_adapter_multihead_upp\.weight; 1 tensors of vltune's vlpet-large "
+                r"VL-BART are not in the file: bart\.model\.encoder\.layers\.1\.fc2\.vlpet\.adapter\.up\.weight$"),
+    ("missing", r"LAST\.pth: 1 tensors of vltune's vlpet-large VL-BART are not in the file: "
+                r"bart\.model\.encoder\.layers\.0\.self_attn\.vlpet\.gate\.up\.bias$"),
+    ("extra", r"LAST\.pth: 1 official names have no counterpart in vltune's vlpet-large VL-BART: "
+              r"model\.encoder\.layers\.0\.attn_adapter\.adapters\.vqa\.down_sampler\.weight$"),
+    ("shape", r"LAST\.pth: shapes differ from vltune's vlpet-large VL-BART: model\.encoder\.layers\.0\."
+              r"attn_adapter_multihead_up\.weight \(32, 6\) \(vltune bart\.model\.encoder\.layers\.0\.self_attn\."
+              r"vlpet\.adapter\.up\.weight \(32, 8\)\)$"),
+    ("task copies", r"LAST\.pth: model\.decoder\.layers\.1\.encoder_attn\.attn_value_parallel_adapter\.adapters\.vqa\."
+                    r"up_sampler\.bias and model\.decoder\.layers\.1\.encoder_attn\.attn_value_parallel_adapter\."
+                    r"adapters\.caption\.up_sampler\.bias both map to vltune's bart\.model\.decoder\.layers\.1\."
+                    r"encoder_attn\.v_proj\.vpa\.up\.bias but differ"),
+])
+def test_vlpet_import_refuses_a_file_that_does_not_fit_naming_the_names(bart_setup, tmp_path, case, pattern):
+    sd = official_vlbart(bart_setup / "bart", "vlpet-large")
+    if case == "renamed":
+        sd["model.encoder.layers.1.ff_adapter_multihead_upp.weight"] = sd.pop("model.encoder.layers.1.ff_adapter_multihead_up.weight")
+    elif case == "missing":
+        del sd["model.encoder.layers.0.encoder_attn_adapter_gating_large_x_up.bias"]
+    elif case == "extra":  # a VL-Adapter module, not part of VL-PET
+        sd["model.encoder.layers.0.attn_adapter.adapters.vqa.down_sampler.weight"] = torch.zeros(4, D)
+    elif case == "shape":
+        sd["model.encoder.layers.0.attn_adapter_multihead_up.weight"] = torch.zeros(D, 6)
+    else:  # separate adapters per task (not VL-PET's --use_single_adapter)
+        key = "model.decoder.layers.1.encoder_attn.attn_value_parallel_adapter.adapters.caption.up_sampler.bias"
+        sd[key] = sd[key] + 1
+    with pytest.raises(UserError, match=pattern):
+        _import_vlpet(bart_setup, sd, tmp_path)
+    assert not (tmp_path / "imported").exists() and not (tmp_path / "imported.importing").exists()
+
+
+def test_vlpet_import_of_another_gate_granularity_is_refused(bart_setup, tmp_path):
+    sd = official_vlbart(bart_setup / "bart", "vlpet-small")
+    with pytest.raises(UserError, match=r"8 official names have no counterpart in vltune's vlpet-large VL-BART: "
+                                        r"model\.encoder\.layers\.0\.encoder_attn_adapter_gating_small_xy_cat\.bias.*"
+                                        r"\(\+3 more\); 16 tensors of vltune's vlpet-large VL-BART are not in the file"):
+        _import_vlpet(bart_setup, sd, tmp_path)
+
+
+def test_cli_import_error_is_one_line_and_keeps_the_existing_folder(bart_setup, tmp_path, capsys):
+    from vltune.cli import main
+
+    sd = official_vlbart(bart_setup / "bart", "vlpet-large")
+    del sd["model.encoder.visual_embedding.img_order_embedding.weight"]
+    torch.save(sd, tmp_path / "LAST.pth")
+    out = tmp_path / "imported"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    rc = main(["import-checkpoint", "--from", "vlpet", str(tmp_path / "LAST.pth"), "--out", str(out),
+               "--method", "vlpet-large", "--backbone", str(bart_setup / "bart"), "--features",
+               str(bart_setup / "features"), "--params", f'{{"method_config": {str(VLPET_CONFIG).replace(chr(39), chr(34))}}}'])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]  # transformers' load bars aside
+    assert rc == 2 and "Traceback" not in err and len(errors) == 1
+    assert errors[0] == (f"vltune import-checkpoint: error: {tmp_path / 'LAST.pth'}: 1 tensors of vltune's vlpet-large "
+                      "VL-BART are not in the file: visual_embedding.img_order.weight")
+    assert (out / "keep.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--from", "vl-t5"], "import-checkpoint: --from 'vl-t5' is not one of vlpet, epalm, vl-merging"),
+    (["--from", "vlpet", "--method", "vlpet-large"], "import-checkpoint --from vlpet needs --backbone, --features"),
+    (["--from", "vl-merging"], "{path}: import-checkpoint --from vl-merging is not possible: the released VLMo "
+                               "encodes positions with a relative position bias table per block, which vltune's VLMo "
+                               "(learned absolute position embeddings) has no tensor for"),
+])
+def test_cli_refuses_bad_arguments_in_one_line(tmp_path, capsys, args, message):
+    from vltune.cli import main
+
+    path = tmp_path / "ckpt.pth"
+    torch.save({"w": torch.zeros(1)}, path)
+    rc = main(["import-checkpoint", *args, str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [f"vltune import-checkpoint: error: {message.format(path=path)}"]
+
+
+def test_a_file_that_is_not_a_state_dict_is_refused(tmp_path):
+    from vltune.import_checkpoint import read_state_dict
+
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match=r"bad\.pth: not a PyTorch checkpoint that loads with weights_only"):
+        read_state_dict(tmp_path / "bad.pth")
+    torch.save({"model": {"connector.0.weight": torch.zeros(1), "step": 3}}, tmp_path / "mixed.pth")
+    with pytest.raises(UserError, match=r"mixed\.pth: entries that are not name → tensor: step$"):
+        read_state_dict(tmp_path / "mixed.pth")
+
+
+# --- eP-ALM --------------------------------------------------------------------------------------
+
+EPALM_CONFIG = {"n_tokens": 2, "start_layer": 1, "end_layer": 4, "prompt_len": 3}
+OPT_D, VIT_D = 32, 24
+
+
+@pytest.fixture(scope="module")
+def epalm_setup(tokenizer_dir, tmp_path_factory):
+    """A tiny OPT (4 layers, width OPT_D) and a tiny timm ViT (3 blocks, width VIT_D), as saved."""
+    from timm.models import save_for_hf
+
+    from vltune.backbones.opt import build_tiny_opt, load_opt_tokenizer
+    from vltune.backbones.vit import build_tiny_vit
+
+    root = tmp_path_factory.mktemp("import-epalm")
+    torch.manual_seed(0)
+    tok = load_opt_tokenizer(tokenizer_dir)
+    build_tiny_opt(tok, hidden=OPT_D, layers=4, heads=2, ffn=64, max_positions=48).save_pretrained(root / "opt")
+    tok.save_pretrained(root / "opt")
+    arch = dict(img_size=32, patch_size=16, embed_dim=VIT_D, depth=3, num_heads=2, mlp_ratio=2.0, num_classes=0,
+                global_pool="token")
+    vit = build_tiny_vit(32, 16, VIT_D, 3, 2, 2.0)
+    save_for_hf(vit, str(root / "vit"), safe_serialization=True, model_args=arch)
+    return root
+
+
+def official_epalm(prompt: bool, seed: int = 0) -> dict:
+    """An eP-ALM ``checkpoint_best.pth``: {'model': filtered state dict, 'optimizer', 'lr_scheduler',
+    'config', 'epoch'}; the state dict holds ``connector`` (a ModuleList of Linear(vis_dim → text_dim),
+    one per injected [CLS]) and ``prompt_module.prefix_embedding`` (Embedding, Linear, Tanh, Linear)."""
+    g = torch.Generator().manual_seed(seed)
+    model = {}
+    for m in range(EPALM_CONFIG["n_tokens"]):
+        model[f"connector.{m}.weight"] = torch.randn(OPT_D, VIT_D, generator=g)
+        model[f"connector.{m}.bias"] = torch.randn(OPT_D, generator=g)
+    if prompt:
+        model.update({"prompt_module.prefix_embedding.0.weight": torch.randn(3, OPT_D, generator=g),
+                      "prompt_module.prefix_embedding.1.weight": torch.randn(OPT_D, OPT_D, generator=g),
+                      "prompt_module.prefix_embedding.1.bias": torch.randn(OPT_D, generator=g),
+                      "prompt_module.prefix_embedding.3.weight": torch.randn(OPT_D, OPT_D, generator=g),
+                      "prompt_module.prefix_embedding.3.bias": torch.randn(OPT_D, generator=g)})
+    return {"model": model, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0]}]},
+            "lr_scheduler": {"last_epoch": 3}, "config": {"injected_hidden_states": 2, "prompt_len": 3}, "epoch": 7}
+
+
+EPALM_NAMES = {"connector.0.weight": "connector.linears.0.weight", "connector.0.bias": "connector.linears.0.bias",
+               "connector.1.weight": "connector.linears.1.weight", "connector.1.bias": "connector.linears.1.bias",
+               "prompt_module.prefix_embedding.0.weight": "prompt.embedding.weight",
+               "prompt_module.prefix_embedding.1.weight": "prompt.reparam.0.weight",
+               "prompt_module.prefix_embedding.1.bias": "prompt.reparam.0.bias",
+               "prompt_module.prefix_embedding.3.weight": "prompt.reparam.2.weight",
+               "prompt_module.prefix_embedding.3.bias": "prompt.reparam.2.bias"}
+
+
+def _import_epalm(setup, obj, tmp_path, method="epalm-prompt"):
+    from vltune.import_checkpoint import import_epalm
+
+    path = tmp_path / "checkpoint_best.pth"
+    torch.save(obj, path)
+    config = EPALM_CONFIG if method == "epalm-prompt" else {k: v for k, v in EPALM_CONFIG.items() if k != "prompt_len"}
+    record = import_epalm(path, tmp_path / "imported", setup / "opt", setup / "vit", "vqa", method, config)
+    return path, tmp_path / "imported", record
+
+
+@pytest.mark.parametrize("method", ["epalm-prompt", "epalm-linear"])
+def test_epalm_import_loads_back_with_every_official_tensor_in_place(epalm_setup, tmp_path, method):
+    from vltune.train.epalm import load_epalm
+
+    obj = official_epalm(prompt=method == "epalm-prompt")
+    path, out, record = _import_epalm(epalm_setup, obj, tmp_path, method)
+    model, _, meta = load_epalm(out)
+    state = model.state_dict()
+    for name, tensor in obj["model"].items():
+        assert torch.equal(state[EPALM_NAMES[name]], tensor), name
+    assert meta["task"] == "vqa" and meta["method"] == method and meta["imported"] == record
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and record["tensors"] == len(obj["model"])
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("renamed", r"checkpoint_best\.pth: 1 official names have no counterpart in vltune's epalm-prompt eP-ALM: "
+                r"prompt_module\.prefix_embedding\.2\.weight; 1 tensors of vltune's epalm-prompt eP-ALM are not in the "
+                r"file: prompt\.reparam\.2\.weight$"),
+    ("missing", r"checkpoint_best\.pth: 2 tensors of vltune's epalm-prompt eP-ALM are not in the file: "
+                r"connector\.linears\.1\.bias, connector\.linears\.1\.weight$"),
+    ("extra", r"checkpoint_best\.pth: 2 official names have no counterpart in vltune's epalm-prompt eP-ALM: "
+              r"connector\.2\.bias, connector\.2\.weight$"),
+    ("shape", r"checkpoint_best\.pth: shapes differ from vltune's epalm-prompt eP-ALM: prompt_module\.prefix_embedding"
+              r"\.0\.weight \(30, 32\) \(vltune prompt\.embedding\.weight \(3, 32\)\)$"),
+])
+def test_epalm_import_refuses_a_file_that_does_not_fit_naming_the_names(epalm_setup, tmp_path, case, pattern):
+    obj = official_epalm(prompt=True)
+    sd = obj["model"]
+    if case == "renamed":
+        sd["prompt_module.prefix_embedding.2.weight"] = sd.pop("prompt_module.prefix_embedding.3.weight")
+    elif case == "missing":
+        del sd["connector.1.weight"], sd["connector.1.bias"]
+    elif case == "extra":  # three injected [CLS] where the config has two
+        sd["connector.2.weight"], sd["connector.2.bias"] = torch.zeros(OPT_D, VIT_D), torch.zeros(OPT_D)
+    else:  # deep prompts: prompt_len × nb_prompts rows
+        sd["prompt_module.prefix_embedding.0.weight"] = torch.zeros(30, OPT_D)
+    with pytest.raises(UserError, match=pattern):
+        _import_epalm(epalm_setup, obj, tmp_path)
+    assert not (tmp_path / "imported").exists()

@@ -138,6 +138,7 @@ SUBCOMMANDS = [
         ("--method", dict(default=None, help="the vltune method the file holds (vlpet-large, …; epalm-linear, epalm-prompt)")),
         ("--backbone", dict(default=None, help="vlpet: BART folder giving the architecture and tokenizer")),
         ("--features", dict(default=None, help="vlpet: feature-store folder the checkpoint will read (its width)")),
+        ("--backbone-out", dict(default=None, help="vlpet: where the released model's own LM is saved (default: <out>/backbone)")),
         ("--lm", dict(default=None, help="epalm: OPT folder (save_pretrained layout)")),
         ("--encoder", dict(default=None, help="epalm: ViT folder (timm save_for_hf layout)")),
         ("--task", dict(default=None, help="epalm: the task the checkpoint was trained on (vqa, gqa, caption)")),

@@ -9,7 +9,8 @@ from the given backbone(s) and method config, then writes the folder vltune's fi
   of the whole model (backbone, visual embedding, encoder modules of the gate granularity,
   decoder value parallel adapters), keys optionally under DDP's ``module.``. Written as a
   VL-PET checkpoint (``vl_model.json`` + ``adapter/``) whose backbone is the released model's own
-  LM, saved in ``backbone/`` (its frozen weights are the released ones, not a re-fetched copy).
+  LM, saved in ``backbone/`` or a folder given (its frozen weights are the released ones, not a
+  re-fetched copy).
   The decoder value adapter is one module listed under every task name (``adapters.<task>.``);
   those copies must be equal, since vltune has one adapter shared by all tasks.
 * ``epalm`` — eP-ALM (Shukor et al., "eP-ALM: Efficient Perceptual Augmentation of Language
@@ -120,23 +121,25 @@ def _rules(pairs: list[tuple[str, str]]) -> list[tuple[re.Pattern, str]]:
 
 
 class _Staging:
-    """Write into ``<out>.importing`` and rename onto ``out`` only when everything is written."""
+    """Write each folder into ``<folder>.importing`` and rename them onto their names only when
+    everything is written (an existing folder stays as it was if anything fails)."""
 
-    def __init__(self, out_dir: str | Path):
-        self.out = Path(out_dir)
-        self.tmp = self.out.with_name(self.out.name + ".importing")
+    def __init__(self, *out_dirs: str | Path):
+        self.pairs = [(Path(o), Path(o).with_name(Path(o).name + ".importing")) for o in out_dirs]
 
-    def __enter__(self) -> Path:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir(parents=True)
-        return self.tmp
+    def __enter__(self) -> list[Path]:
+        for _, tmp in self.pairs:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        return [tmp for _, tmp in self.pairs]
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        shutil.rmtree(self.out, ignore_errors=True)
-        self.tmp.rename(self.out)
+        for out, tmp in self.pairs:
+            if exc_type is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+                continue
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
 
 
 def _method_error(command: str, e: Exception) -> UserError:
@@ -181,13 +184,15 @@ VLPET_BART_RULES = _rules([
 
 
 def import_vlpet(path: str | Path, out_dir: str | Path, backbone_dir: str | Path, feat_dim: int, method: str,
-                 method_config: dict | None = None, visual: dict | None = None, features: str | None = None) -> dict:
+                 method_config: dict | None = None, visual: dict | None = None, features: str | None = None,
+                 backbone_out: str | Path | None = None) -> dict:
     """Import a released VL-PET VL-BART state dict as a vltune VL-PET checkpoint in ``out_dir``.
 
     ``backbone_dir``: the BART folder that gives the architecture and the tokenizer (e.g.
     ``bart-base`` fetched with the ``<vis_extra_id_k>`` tokens); ``feat_dim``: the width of the
     features the checkpoint will read; ``method``/``method_config``: the VL-PET variant and its
-    hyper-parameters (ranks, heads), which the file's shapes must match. Returns the source record.
+    hyper-parameters (ranks, heads), which the file's shapes must match; ``backbone_out``: where
+    the released LM is saved (default ``<out_dir>/backbone``). Returns the source record.
     """
     from .pet import count_parameters
     from .train.multitask import apply_method, build_vl_model, save_vl_model
@@ -209,11 +214,15 @@ def import_vlpet(path: str | Path, out_dir: str | Path, backbone_dir: str | Path
     lm = type(model.lm)(model.lm.config)  # the plain LM: the frozen backbone the adapters apply to
     lm.load_state_dict({k[len("bart."):]: v for k, v in mapped.items() if k[len("bart."):] in lm.state_dict()},
                        strict=True)
-    with _Staging(out_dir) as tmp:
-        lm.save_pretrained(tmp / "backbone")
-        tok.save_pretrained(tmp / "backbone")
+    backbone_out = Path(out_dir) / "backbone" if backbone_out is None else Path(backbone_out)
+    inside = backbone_out.parent == Path(out_dir)
+    with _Staging(out_dir, *([] if inside else [backbone_out])) as staged:
+        tmp = staged[0]
+        lm_tmp = tmp / backbone_out.name if inside else staged[1]
+        lm.save_pretrained(lm_tmp)
+        tok.save_pretrained(lm_tmp)
         meta = {"method": method, "seed": None, "features": features, "dropout": None,
-                "backbone": str(Path(out_dir) / "backbone"), "visual": visual or {}, "imported": record,
+                "backbone": str(backbone_out), "visual": visual or {}, "imported": record,
                 **count_parameters(model)}
         save_vl_model(model, tok, tmp, meta)
         write_json(tmp / IMPORT_JSON, record)
@@ -265,7 +274,7 @@ def import_epalm(path: str | Path, out_dir: str | Path, lm_dir: str | Path, vit_
             "perception": "recomputed", "augment": False, "preprocessing": preprocessing, "loss_weight": None,
             "dropout": None,
             "imported": record, **epalm_parameter_counts(model, vit_dir)}
-    with _Staging(out_dir) as tmp:
+    with _Staging(out_dir) as (tmp,):
         save_pet(model, tmp / PET_SUBDIR)
         write_json(tmp / CHECKPOINT_JSON, meta)
         write_json(tmp / IMPORT_JSON, record)

@@ -387,3 +387,23 @@ def test_epalm_import_refuses_a_file_that_does_not_fit_naming_the_names(epalm_se
     with pytest.raises(UserError, match=pattern):
         _import_epalm(epalm_setup, obj, tmp_path)
     assert not (tmp_path / "imported").exists()
+
+
+def test_cli_import_saves_the_released_lm_where_asked_and_the_ledger_records_the_source(bart_setup, tmp_path):
+    from vltune.cli import main
+    from vltune.train.multitask import load_vl_model
+
+    sd = official_vlbart(bart_setup / "bart", "vlpet-middlex")
+    path = tmp_path / "LAST.pth"
+    torch.save(sd, path)
+    params = '{"method_config": {"adapter_dim": 8, "adapter_heads": 2, "gate_dim": 4, "vpa_dim": 4}}'
+    rc = main(["--ledger", str(tmp_path / "ledger.json"), "import-checkpoint", "--from", "vlpet", str(path),
+               "--out", str(tmp_path / "ckpt"), "--backbone-out", str(tmp_path / "lm"), "--method", "vlpet-middlex",
+               "--backbone", str(bart_setup / "bart"), "--features", str(bart_setup / "features"), "--params", params])
+    assert rc == 0 and not (tmp_path / "ckpt/backbone").exists()
+    model, _, meta = load_vl_model(tmp_path / "ckpt")
+    assert meta["backbone"] == str(tmp_path / "lm")
+    assert torch.equal(model.state_dict()["bart.model.encoder.layers.1.fc1.weight"], sd["model.encoder.layers.1.fc1.weight"])
+    ledger = read_json(tmp_path / "ledger.json")
+    assert ledger["command"] == "import-checkpoint"
+    assert ledger["resolved"]["imported"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

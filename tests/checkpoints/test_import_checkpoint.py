@@ -41,9 +41,11 @@ VLTUNE_GATE = {  # the vltune name of each official gate tensor's last part
 # --- fixtures: backbones and released-style files -----------------------------------------------
 
 @pytest.fixture(scope="module")
-def bart_setup(tokenizer, tmp_path_factory):
-    """A tiny BART backbone folder (tokenizer with <vis_extra_id_k>) and a feature store of width FEAT."""
+def bart_setup(tiny_world, tokenizer, tmp_path_factory):
+    """A tiny BART backbone folder (tokenizer with <vis_extra_id_k>) and a feature store of width FEAT
+    holding random features of every image of the tiny world."""
     from vltune.backbones.bart import build_tiny_bart
+    from vltune.data.tables import read_table, table_path
     from vltune.features.store import FeatureWriter
 
     root = tmp_path_factory.mktemp("import-bart")
@@ -51,7 +53,8 @@ def bart_setup(tokenizer, tmp_path_factory):
     build_tiny_bart(tokenizer, d_model=D, layers=LAYERS, heads=2, ffn=64, max_positions=32).save_pretrained(root / "bart")
     tokenizer.save_pretrained(root / "bart")
     w = FeatureWriter(root / "features", encoder="test-clip", preprocessing={"resize": 8})
-    w.add(["img0", "img1"], {"grid": torch.randn(2, 4, FEAT), "cls": torch.randn(2, FEAT)})
+    ids = read_table(table_path(tiny_world, "images"), "images")["image_id"].to_pylist()
+    w.add(ids, {"grid": torch.randn(len(ids), 4, FEAT), "cls": torch.randn(len(ids), FEAT)})
     w.close()
     return root
 
@@ -284,6 +287,20 @@ def test_a_file_that_is_not_a_state_dict_is_refused(tmp_path):
         read_state_dict(tmp_path / "mixed.pth")
 
 
+def test_evaluate_vlbart_scores_an_imported_checkpoint_and_its_metrics_name_the_source(bart_setup, tiny_world, tmp_path):
+    from vltune.cli import main
+
+    _, out, record = _import_vlpet(bart_setup, official_vlbart(bart_setup / "bart", "vlpet-large"), tmp_path)
+    rc = main(["evaluate-vlbart", "--checkpoint", str(out), "--backbone", str(out / "backbone"), "--data", str(tiny_world),
+               "--features", str(bart_setup / "features"), "--experiment", "vlpet-bart-imported", "--out",
+               str(tmp_path / "metrics.json"), "--params",
+               '{"tasks": ["vqa"], "max_examples": 4, "batch_size": 8, "answer_max_len": 2}'])
+    metrics = read_json(tmp_path / "metrics.json")
+    assert rc == 0 and metrics["imported_from"] == record and metrics["vqa_examples"] == 4
+    assert metrics["experiment"] == "vlpet-bart-imported" and metrics["method"] == "vlpet-large"
+    assert metrics["seed"] is None and metrics["train_wall_s"] is None and 0 <= metrics["vqa_accuracy"] <= 100
+
+
 # --- eP-ALM --------------------------------------------------------------------------------------
 
 EPALM_CONFIG = {"n_tokens": 2, "start_layer": 1, "end_layer": 4, "prompt_len": 3}
@@ -407,3 +424,16 @@ def test_cli_import_saves_the_released_lm_where_asked_and_the_ledger_records_the
     ledger = read_json(tmp_path / "ledger.json")
     assert ledger["command"] == "import-checkpoint"
     assert ledger["resolved"]["imported"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_evaluate_epalm_scores_an_imported_checkpoint_and_its_metrics_name_the_source(epalm_setup, tiny_world, tmp_path):
+    from vltune.cli import main
+
+    _, out, record = _import_epalm(epalm_setup, official_epalm(prompt=True), tmp_path)
+    rc = main(["evaluate-epalm", "--checkpoints", f"vqa={out}", "--data", str(tiny_world), "--experiment",
+               "epalm-imported", "--out", str(tmp_path / "metrics.json"), "--params",
+               '{"batch_size": 64, "num_beams": 1, "answer_max_len": 2}'])
+    metrics = read_json(tmp_path / "metrics.json")
+    assert rc == 0 and metrics["imported_from"] == {"vqa": record} and metrics["experiment"] == "epalm-imported"
+    assert metrics["train_wall_s"] is None and metrics["train_final_loss"] == {"vqa": None}
+    assert 0 <= metrics["vqa_accuracy"] <= 100

@@ -84,3 +84,60 @@ rule evaluate_vlbart:
         " --checkpoint {input.checkpoint:q} --backbone {input.backbone:q} --data {params.data:q}"
         " --features {input.features:q} --experiment {params.experiment:q} --params {params.hp:q}"
         " --out {output.metrics:q} --predictions {output.predictions:q} > {log} 2>&1"
+
+
+# A released VL-PET checkpoint (vlpet.init_from) instead of fine-tuning: its official names mapped
+# onto vltune's, then scored by the evaluation rule above on the imported folders.
+rule import_vlbart:
+    input:
+        source=imported_vlpet_source,
+        backbone=f"resources/backbones/{BART}",
+        features=FEATURES,
+    output:
+        checkpoint=directory("results/vlpet/bart/{method}/imported/checkpoint"),
+        backbone=directory("results/vlpet/bart/{method}/imported/backbone"),
+        ledger="results/ledger/import_vlbart/bart/{method}/imported.json",
+    params:
+        hp=import_vlpet_params,
+    log:
+        "logs/import_vlbart/bart/{method}.log",
+    benchmark:
+        "benchmarks/import_vlbart/bart/{method}.tsv"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=attempt_runtime,
+        slurm_partition=RES["cpu_partition"],
+    conda:
+        "../../envs/vltune.yaml"
+    shell:
+        "vltune --threads {threads} --ledger {output.ledger:q} import-checkpoint --from vlpet {input.source:q}"
+        " --out {output.checkpoint:q} --backbone-out {output.backbone:q} --method {wildcards.method:q}"
+        " --backbone {input.backbone:q} --features {input.features:q} --params {params.hp:q} > {log} 2>&1"
+
+
+use rule evaluate_vlbart as evaluate_imported_vlbart with:
+    input:
+        checkpoint="results/vlpet/bart/{method}/imported/checkpoint",
+        # the released model's own LM, which the imported adapters apply to
+        backbone="results/vlpet/bart/{method}/imported/backbone",
+        features=FEATURES,
+        tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
+    output:
+        metrics=report(
+            "results/vlpet/bart/{method}/imported/metrics.json",
+            caption="../report/metrics.rst",
+            category=CATEGORY["evaluation"],
+            subcategory="bart",
+            labels={"method": "{method}", "seed": "imported", "steps": "imported"},
+        ),
+        ledger="results/ledger/evaluate_vlbart/bart/{method}/imported.json",
+        predictions="results/vlpet/bart/{method}/imported/predictions.json",
+    params:
+        data=tables_dir,
+        experiment="vlpet-bart-imported",
+        hp=imported_evaluate_params,
+    log:
+        "logs/evaluate_vlbart/bart/{method}/imported.log",
+    benchmark:
+        "benchmarks/evaluate_vlbart/bart/{method}/imported.tsv"

@@ -365,7 +365,7 @@ def import_checkpoint(args) -> None:
             raise UserError(f"{args.features}: the feature store has no 'grid' feature (has {sorted(store.keys)})")
         record = I.import_vlpet(args.path, args.out, args.backbone, int(store.keys["grid"][-1]), args.method,
                                 method_config, visual=p.get("visual"), features=args.features,
-                                backbone_out=args.backbone_out)
+                                backbone_out=args.backbone_out, family=args.family)
     else:
         record = I.import_epalm(args.path, args.out, args.lm, args.encoder, args.task, args.method, method_config)
     note("imported", record)

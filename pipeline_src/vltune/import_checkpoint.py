@@ -5,7 +5,7 @@ are the official code's; each source below maps them onto the names of the vltun
 from the given backbone(s) and method config, then writes the folder vltune's fine-tuning writes:
 
 * ``vlpet`` — VL-PET (Hu et al., "VL-PET: Vision-and-Language Parameter-Efficient Tuning via
-  Granularity Control", https://arxiv.org/abs/2308.09804), VL-BART: ``torch.save(model.state_dict())``
+  Granularity Control", https://arxiv.org/abs/2308.09804), VL-BART or VL-T5: ``torch.save(model.state_dict())``
   of the whole model (backbone, visual embedding, encoder modules of the gate granularity,
   decoder value parallel adapters), keys optionally under DDP's ``module.``. Written as a
   VL-PET checkpoint (``vl_model.json`` + ``adapter/``) whose backbone is the released model's own
@@ -42,6 +42,7 @@ from .errors import UserError
 from .utils.io import sha256_file, write_json
 
 IMPORT_JSON = "import.json"
+VLPET_FAMILIES = {"bart": "VL-BART", "t5": "VL-T5"}
 SOURCES = ("vlpet", "epalm", "vl-merging")
 LISTED = 5  # names shown in an error line before "(+N more)"
 
@@ -146,49 +147,65 @@ def _method_error(command: str, e: Exception) -> UserError:
     return UserError(f"{command}: {e}")
 
 
-# --- VL-PET (VL-BART) ----------------------------------------------------------------------------
+# --- VL-PET (VL-BART, VL-T5) ---------------------------------------------------------------------
 
-_ENC = r"model\.encoder\.layers\.(?P<i>\d+)\."
-_VENC = "bart.model.encoder.layers.\\g<i>."
-# official sub-layer prefix (attn / ff) → the vltune module whose output VL-PET modifies
-_SITES = {"attn": "self_attn", "ff": "fc2"}
 _P = r"\.(?P<p>weight|bias)"
 
-VLPET_BART_RULES = _rules([
-    *[r for site, mod in _SITES.items() for r in (
-        # multi-head down-projection adapter: heads Linear(d → r/heads), one Linear(r → d)
-        (rf"{_ENC}{site}_adapter_multihead_down\.(?P<h>\d+){_P}", f"{_VENC}{mod}.vlpet.adapter.down.\\g<h>.\\g<p>"),
-        (rf"{_ENC}{site}_adapter_multihead_up{_P}", f"{_VENC}{mod}.vlpet.adapter.up.\\g<p>"),
-        # the four gates: large (low-rank MLP), middleX (x + h'), small (cat[x, h']), middleY (1 + z)
-        (rf"{_ENC}encoder_{site}_adapter_gating_large_x_(?P<w>down|up){_P}", f"{_VENC}{mod}.vlpet.gate.\\g<w>.\\g<p>"),
-        (rf"{_ENC}encoder_{site}_adapter_gating_middle_xy_add{_P}", f"{_VENC}{mod}.vlpet.gate.proj.\\g<p>"),
-        (rf"{_ENC}encoder_{site}_adapter_gating_small_xy_cat{_P}", f"{_VENC}{mod}.vlpet.gate.proj.\\g<p>"),
-        (rf"{_ENC}encoder_{site}_adapter_gating_middle_ia3_add", f"{_VENC}{mod}.vlpet.gate.z"),
-    )],
-    # decoder cross-attention value parallel adapter, listed once per task
-    (r"model\.decoder\.layers\.(?P<i>\d+)\.encoder_attn\.attn_value_parallel_adapter\.adapters\.[^.]+\.down_sampler" + _P,
-     "bart.model.decoder.layers.\\g<i>.encoder_attn.v_proj.vpa.down.0.\\g<p>"),
-    (r"model\.decoder\.layers\.(?P<i>\d+)\.encoder_attn\.attn_value_parallel_adapter\.adapters\.[^.]+\.up_sampler" + _P,
-     "bart.model.decoder.layers.\\g<i>.encoder_attn.v_proj.vpa.up.\\g<p>"),
-    # visual embedding (individual LayerNorms after the feature and box projections)
-    (r"model\.encoder\.visual_embedding\.feat_embedding\.0" + _P, "visual_embedding.feat_proj.\\g<p>"),
-    (r"model\.encoder\.visual_embedding\.feat_embedding\.1" + _P, "visual_embedding.feat_norm.\\g<p>"),
-    (r"model\.encoder\.visual_embedding\.absolute_vis_pos_embedding\.0" + _P, "visual_embedding.box_proj.\\g<p>"),
-    (r"model\.encoder\.visual_embedding\.absolute_vis_pos_embedding\.1" + _P, "visual_embedding.box_norm.\\g<p>"),
-    (r"model\.encoder\.visual_embedding\.img_order_embedding\.weight", "visual_embedding.img_order.weight"),
-    # the object-order embedding is the shared token embedding (a copy of it in the state dict)
-    (r"model\.encoder\.visual_embedding\.obj_order_embedding\.weight", "bart.model.shared.weight"),
-    # everything else is BartForConditionalGeneration's own, under vltune's ``bart.``
-    (r"(?P<n>(?:model\.(?:shared|encoder|decoder)\.|lm_head\.|final_logits_bias).*)", "bart.\\g<n>"),
-])
+
+def _vlpet_rules(family: str) -> list[tuple[re.Pattern, str]]:
+    """Official VL-PET name → vltune name, for the ``family``'s layout: the encoder sub-layer whose
+    output VL-PET modifies (attn / ff), the decoder cross-attention value projection, the visual
+    embedding, and the rest under the HF model's attribute (``bart.`` / ``t5.``)."""
+    if family == "bart":  # the official VLBart is a BartForConditionalGeneration: model.encoder.layers.N
+        enc, venc = r"model\.encoder\.layers\.(?P<i>\d+)\.", "bart.model.encoder.layers.\\g<i>."
+        sites = {"attn": ("", "self_attn"), "ff": ("", "fc2")}
+        vpa = (r"model\.decoder\.layers\.(?P<i>\d+)\.encoder_attn\.", "bart.model.decoder.layers.\\g<i>.encoder_attn.v_proj")
+        visual, shared = r"model\.encoder\.visual_embedding\.", "bart.model.shared.weight"
+        rest = r"(?P<n>(?:model\.(?:shared|encoder|decoder)\.|lm_head\.|final_logits_bias).*)"
+    else:  # the official VLT5 is a T5ForConditionalGeneration: encoder.block.N.layer.{0: attention, 1: FFN}
+        enc, venc = r"encoder\.block\.(?P<i>\d+)\.", "t5.encoder.block.\\g<i>."
+        sites = {"attn": ("layer\\.0\\.", "layer.0.SelfAttention"), "ff": ("layer\\.1\\.", "layer.1.DenseReluDense")}
+        vpa = (r"decoder\.block\.(?P<i>\d+)\.layer\.1\.EncDecAttention\.", "t5.decoder.block.\\g<i>.layer.1.EncDecAttention.v")
+        visual, shared = r"encoder\.visual_embedding\.", "t5.shared.weight"
+        rest = r"(?P<n>(?:shared|encoder|decoder|lm_head)\..*)"
+    out = []
+    for site, (where, mod) in sites.items():
+        e, v = enc + where, f"{venc}{mod}.vlpet"
+        out += [
+            # multi-head down-projection adapter: heads Linear(d → r/heads), one Linear(r → d)
+            (rf"{e}{site}_adapter_multihead_down\.(?P<h>\d+){_P}", f"{v}.adapter.down.\\g<h>.\\g<p>"),
+            (rf"{e}{site}_adapter_multihead_up{_P}", f"{v}.adapter.up.\\g<p>"),
+            # the four gates: large (low-rank MLP), middleX (x + h'), small (cat[x, h']), middleY (1 + z)
+            (rf"{e}encoder_{site}_adapter_gating_large_x_(?P<w>down|up){_P}", f"{v}.gate.\\g<w>.\\g<p>"),
+            (rf"{e}encoder_{site}_adapter_gating_middle_xy_add{_P}", f"{v}.gate.proj.\\g<p>"),
+            (rf"{e}encoder_{site}_adapter_gating_small_xy_cat{_P}", f"{v}.gate.proj.\\g<p>"),
+            (rf"{e}encoder_{site}_adapter_gating_middle_ia3_add", f"{v}.gate.z"),
+        ]
+    out += [
+        # decoder cross-attention value parallel adapter, listed once per task
+        (rf"{vpa[0]}attn_value_parallel_adapter\.adapters\.[^.]+\.down_sampler{_P}", f"{vpa[1]}.vpa.down.0.\\g<p>"),
+        (rf"{vpa[0]}attn_value_parallel_adapter\.adapters\.[^.]+\.up_sampler{_P}", f"{vpa[1]}.vpa.up.\\g<p>"),
+        # visual embedding: individual norms after the feature and box projections
+        (rf"{visual}feat_embedding\.0{_P}", "visual_embedding.feat_proj.\\g<p>"),
+        (rf"{visual}feat_embedding\.1{_P}", "visual_embedding.feat_norm.\\g<p>"),
+        (rf"{visual}absolute_vis_pos_embedding\.0{_P}", "visual_embedding.box_proj.\\g<p>"),
+        (rf"{visual}absolute_vis_pos_embedding\.1{_P}", "visual_embedding.box_norm.\\g<p>"),
+        (rf"{visual}img_order_embedding\.weight", "visual_embedding.img_order.weight"),
+        # the object-order embedding is the shared token embedding (a copy of it in the state dict)
+        (rf"{visual}obj_order_embedding\.weight", shared),
+        # everything else is the HF model's own
+        (rest, f"{family}.\\g<n>"),
+    ]
+    return _rules(out)
 
 
 def import_vlpet(path: str | Path, out_dir: str | Path, backbone_dir: str | Path, feat_dim: int, method: str,
                  method_config: dict | None = None, visual: dict | None = None, features: str | None = None,
-                 backbone_out: str | Path | None = None) -> dict:
-    """Import a released VL-PET VL-BART state dict as a vltune VL-PET checkpoint in ``out_dir``.
+                 backbone_out: str | Path | None = None, family: str = "bart") -> dict:
+    """Import a released VL-PET state dict of ``family`` (``bart``: VL-BART, ``t5``: VL-T5) as a
+    vltune VL-PET checkpoint in ``out_dir``.
 
-    ``backbone_dir``: the BART folder that gives the architecture and the tokenizer (e.g.
+    ``backbone_dir``: the BART / T5 folder that gives the architecture and the tokenizer (e.g.
     ``bart-base`` fetched with the ``<vis_extra_id_k>`` tokens); ``feat_dim``: the width of the
     features the checkpoint will read; ``method``/``method_config``: the VL-PET variant and its
     hyper-parameters (ranks, heads), which the file's shapes must match; ``backbone_out``: where
@@ -201,19 +218,22 @@ def import_vlpet(path: str | Path, out_dir: str | Path, backbone_dir: str | Path
     if not method.startswith("vlpet-"):
         raise UserError(f"import-checkpoint --from vlpet: method {method!r} is not a VL-PET variant "
                         "(vlpet-large, vlpet-middlex, vlpet-middley, vlpet-small)")
+    if family not in VLPET_FAMILIES:
+        raise UserError(f"import-checkpoint --from vlpet: family {family!r} is not one of {', '.join(VLPET_FAMILIES)}")
     official = read_state_dict(path)
-    model, tok = build_vl_model("bart", backbone_dir, feat_dim)
+    model, tok = build_vl_model(family, backbone_dir, feat_dim)
     try:
         apply_method(model, method, method_config)
     except ValueError as e:
         raise _method_error("import-checkpoint", e) from None
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    mapped = map_names(path, official, VLPET_BART_RULES, expected, f"{method} VL-BART")
+    mapped = map_names(path, official, _vlpet_rules(family), expected, f"{method} {VLPET_FAMILIES[family]}")
     model.load_state_dict(mapped, strict=True)
     record = source_record("vlpet", path, len(official))
     lm = type(model.lm)(model.lm.config)  # the plain LM: the frozen backbone the adapters apply to
-    lm.load_state_dict({k[len("bart."):]: v for k, v in mapped.items() if k[len("bart."):] in lm.state_dict()},
-                       strict=True)
+    prefix = f"{model.lm_attr}."
+    lm_names = set(lm.state_dict())
+    lm.load_state_dict({k[len(prefix):]: v for k, v in mapped.items() if k[len(prefix):] in lm_names}, strict=True)
     backbone_out = Path(out_dir) / "backbone" if backbone_out is None else Path(backbone_out)
     inside = backbone_out.parent == Path(out_dir)
     with _Staging(out_dir, *([] if inside else [backbone_out])) as staged:

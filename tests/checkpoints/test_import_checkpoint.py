@@ -41,10 +41,11 @@ VLTUNE_GATE = {  # the vltune name of each official gate tensor's last part
 # --- fixtures: backbones and released-style files -----------------------------------------------
 
 @pytest.fixture(scope="module")
-def bart_setup(tiny_world, tokenizer, tmp_path_factory):
-    """A tiny BART backbone folder (tokenizer with <vis_extra_id_k>) and a feature store of width FEAT
-    holding random features of every image of the tiny world."""
+def bart_setup(tiny_world, tokenizer, t5_tokenizer, tmp_path_factory):
+    """Tiny BART and T5 backbone folders (tokenizers with <vis_extra_id_k>) and a feature store of
+    width FEAT holding random features of every image of the tiny world."""
     from vltune.backbones.bart import build_tiny_bart
+    from vltune.backbones.t5 import build_tiny_t5
     from vltune.data.tables import read_table, table_path
     from vltune.features.store import FeatureWriter
 
@@ -52,6 +53,8 @@ def bart_setup(tiny_world, tokenizer, tmp_path_factory):
     torch.manual_seed(0)
     build_tiny_bart(tokenizer, d_model=D, layers=LAYERS, heads=2, ffn=64, max_positions=32).save_pretrained(root / "bart")
     tokenizer.save_pretrained(root / "bart")
+    build_tiny_t5(t5_tokenizer, d_model=D, d_ff=64, d_kv=16, layers=LAYERS, heads=2).save_pretrained(root / "t5")
+    t5_tokenizer.save_pretrained(root / "t5")
     w = FeatureWriter(root / "features", encoder="test-clip", preprocessing={"resize": 8})
     ids = read_table(table_path(tiny_world, "images"), "images")["image_id"].to_pylist()
     w.add(ids, {"grid": torch.randn(len(ids), 4, FEAT), "cls": torch.randn(len(ids), FEAT)})
@@ -59,45 +62,60 @@ def bart_setup(tiny_world, tokenizer, tmp_path_factory):
     return root
 
 
-def official_vlbart(backbone_dir, method: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A VL-PET VL-BART state dict as ``torch.save(model.state_dict())`` writes it: BART's own names
-    (the official modeling_bart keeps them), the encoder layers' multi-head adapters and gates, the
-    decoder's value parallel adapter under every task, the visual embedding with its individual
-    LayerNorms and the object-order embedding that is the shared token embedding."""
-    from transformers import AutoConfig, BartForConditionalGeneration
+# the official module layout per family: encoder layer prefix, where its attn / ff modules sit,
+# the decoder cross-attention holding the value adapter, the visual embedding's prefix
+OFFICIAL = {
+    "bart": dict(enc="model.encoder.layers.{i}.", sites={"attn": "", "ff": ""},
+                 vpa="model.decoder.layers.{i}.encoder_attn.", visual="model.encoder.visual_embedding.",
+                 shared="model.shared.weight", tied=("model.encoder.embed_tokens.weight",
+                                                     "model.decoder.embed_tokens.weight", "lm_head.weight")),
+    "t5": dict(enc="encoder.block.{i}.", sites={"attn": "layer.0.", "ff": "layer.1."},
+               vpa="decoder.block.{i}.layer.1.EncDecAttention.", visual="encoder.visual_embedding.",
+               shared="shared.weight", tied=("encoder.embed_tokens.weight", "decoder.embed_tokens.weight",
+                                             "lm_head.weight")),
+}
 
+
+def official_vlbart(backbone_dir, method: str, seed: int = 0, family: str = "bart") -> dict[str, torch.Tensor]:
+    """A VL-PET VL-BART (or VL-T5) state dict as ``torch.save(model.state_dict())`` writes it: the
+    HF model's own names (the official modeling files keep them), the encoder layers' multi-head
+    adapters and gates, the decoder's value parallel adapter under every task, the visual embedding
+    with its individual norms (T5's scale-only) and the object-order embedding that is the shared
+    token embedding."""
+    from transformers import AutoConfig, BartForConditionalGeneration, T5ForConditionalGeneration
+
+    o = OFFICIAL[family]
     g = torch.Generator().manual_seed(seed)
-    lm = BartForConditionalGeneration(AutoConfig.from_pretrained(backbone_dir))
+    cls = BartForConditionalGeneration if family == "bart" else T5ForConditionalGeneration
+    lm = cls(AutoConfig.from_pretrained(backbone_dir))
     sd = {k: torch.randn(v.shape, generator=g) for k, v in lm.state_dict().items()}
-    for tied in ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight"):
-        sd[tied] = sd["model.shared.weight"]
+    for tied in o["tied"]:
+        sd[tied] = sd[o["shared"]]
     shapes = {}
     for i in range(LAYERS):
-        p = f"model.encoder.layers.{i}."
-        for site in ("attn", "ff"):
+        for site, where in o["sites"].items():
+            p = o["enc"].format(i=i) + where
             for h in range(HEADS):
                 shapes[f"{p}{site}_adapter_multihead_down.{h}.weight"] = (R // HEADS, D)
                 shapes[f"{p}{site}_adapter_multihead_down.{h}.bias"] = (R // HEADS,)
             shapes[f"{p}{site}_adapter_multihead_up.weight"] = (D, R)
             shapes[f"{p}{site}_adapter_multihead_up.bias"] = (D,)
             shapes.update({p + k: v for k, v in GATE_NAMES[method](site).items()})
-    shapes.update({"model.encoder.visual_embedding.feat_embedding.0.weight": (D, FEAT),
-                   "model.encoder.visual_embedding.feat_embedding.0.bias": (D,),
-                   "model.encoder.visual_embedding.feat_embedding.1.weight": (D,),
-                   "model.encoder.visual_embedding.feat_embedding.1.bias": (D,),
-                   "model.encoder.visual_embedding.absolute_vis_pos_embedding.0.weight": (D, 5),
-                   "model.encoder.visual_embedding.absolute_vis_pos_embedding.0.bias": (D,),
-                   "model.encoder.visual_embedding.absolute_vis_pos_embedding.1.weight": (D,),
-                   "model.encoder.visual_embedding.absolute_vis_pos_embedding.1.bias": (D,),
-                   "model.encoder.visual_embedding.img_order_embedding.weight": (2, D)})
-    sd.update({k: torch.randn(v, generator=g) for k, v in shapes.items()})
-    sd["model.encoder.visual_embedding.obj_order_embedding.weight"] = sd["model.shared.weight"]
+    v = o["visual"]
+    shapes.update({f"{v}feat_embedding.0.weight": (D, FEAT), f"{v}feat_embedding.0.bias": (D,),
+                   f"{v}feat_embedding.1.weight": (D,), f"{v}absolute_vis_pos_embedding.0.weight": (D, 5),
+                   f"{v}absolute_vis_pos_embedding.0.bias": (D,), f"{v}absolute_vis_pos_embedding.1.weight": (D,),
+                   f"{v}img_order_embedding.weight": (2, D)})
+    if family == "bart":  # LayerNorm; T5LayerNorm has no bias
+        shapes.update({f"{v}feat_embedding.1.bias": (D,), f"{v}absolute_vis_pos_embedding.1.bias": (D,)})
+    sd.update({k: torch.randn(s, generator=g) for k, s in shapes.items()})
+    sd[f"{v}obj_order_embedding.weight"] = sd[o["shared"]]
     for i in range(LAYERS):
         vpa = {"down_sampler.weight": torch.randn(VPA_R, D, generator=g), "down_sampler.bias": torch.randn(VPA_R, generator=g),
                "up_sampler.weight": torch.randn(D, VPA_R, generator=g), "up_sampler.bias": torch.randn(D, generator=g)}
         for task in TASKS:  # one module under every task name: equal copies
-            for k, v in vpa.items():
-                sd[f"model.decoder.layers.{i}.encoder_attn.attn_value_parallel_adapter.adapters.{task}.{k}"] = v
+            for k, t in vpa.items():
+                sd[o["vpa"].format(i=i) + f"attn_value_parallel_adapter.adapters.{task}.{k}"] = t
     return sd
 
 
@@ -126,13 +144,37 @@ def vltune_name(official: str) -> str | None:
     return f"bart.{official}"
 
 
-def _import_vlpet(setup, sd, tmp_path, method="vlpet-large", name="LAST.pth"):
+def vltune_name_t5(official: str) -> str | None:
+    """As :func:`vltune_name`, for VL-T5 (``encoder.block.N.layer.{0,1}``, vltune's ``t5.``)."""
+    if official == "encoder.visual_embedding.obj_order_embedding.weight":
+        return None
+    if official.startswith("encoder.visual_embedding."):
+        return vltune_name("model." + official)
+    parts = official.split(".")
+    if parts[0] == "encoder" and len(parts) > 5 and "adapter" in parts[5]:
+        module = {"0": "SelfAttention", "1": "DenseReluDense"}[parts[4]]
+        layer, rest = f"t5.encoder.block.{parts[2]}.layer.{parts[4]}.{module}.vlpet", ".".join(parts[5:])
+        for site in ("attn", "ff"):
+            if rest.startswith(f"{site}_adapter_multihead_down."):
+                return f"{layer}.adapter.down.{parts[6]}.{parts[7]}"
+            if rest.startswith(f"{site}_adapter_multihead_up."):
+                return f"{layer}.adapter.up.{parts[6]}"
+            if rest.startswith(f"encoder_{site}_adapter_"):
+                return f"{layer}.{VLTUNE_GATE[rest[len(f'encoder_{site}_adapter_'):]]}"
+    if "attn_value_parallel_adapter" in official:
+        which = {"down_sampler": "down.0", "up_sampler": "up"}[parts[-2]]
+        return f"t5.decoder.block.{parts[2]}.layer.1.EncDecAttention.v.vpa.{which}.{parts[-1]}"
+    return f"t5.{official}"
+
+
+def _import_vlpet(setup, sd, tmp_path, method="vlpet-large", name="LAST.pth", family="bart", config=None):
     from vltune.import_checkpoint import import_vlpet
 
     path = tmp_path / name
     torch.save(sd, path)
     out = tmp_path / "imported"
-    record = import_vlpet(path, out, setup / "bart", FEAT, method, VLPET_CONFIG, features=str(setup / "features"))
+    record = import_vlpet(path, out, setup / family, FEAT, method, config or VLPET_CONFIG,
+                          features=str(setup / "features"), family=family)
     return path, out, record
 
 
@@ -188,6 +230,49 @@ def test_vlpet_gated_sublayer_computes_the_official_formula_from_the_source_tens
         expected = plain.final_layer_norm(y1 + modified(ff, y1, "ff"))
         got = model.eval().bart.model.encoder.layers[0](x, None)
     got = got[0] if isinstance(got, tuple) else got
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_vlt5_import_loads_back_with_every_official_tensor_in_place(bart_setup, tmp_path):
+    from vltune.train.multitask import load_vl_model
+
+    sd = official_vlbart(bart_setup / "t5", "vlpet-large", family="t5")
+    _, out, record = _import_vlpet(bart_setup, sd, tmp_path, family="t5")
+    model, _, meta = load_vl_model(out)
+    state = model.state_dict()
+    assert meta["family"] == "t5" and record["tensors"] == len(sd)
+    for name, tensor in sd.items():
+        target = vltune_name_t5(name)
+        if target is not None:
+            assert torch.equal(state[target], tensor), name
+
+
+def test_vlt5_gated_sublayer_computes_the_official_formula_with_its_scaling(bart_setup, tmp_path):
+    """Encoder block 0's self-attention sub-layer of an imported VL-T5 (large gate, s = 0.3) against
+    VL-PET's T5 layer written out: H = Attn(LN(X)), y = X + s · (H + ΔH) ⊙ G(X)."""
+    from torch.nn import functional as F
+    from transformers import T5ForConditionalGeneration
+
+    from vltune.train.multitask import load_vl_model
+
+    sd = official_vlbart(bart_setup / "t5", "vlpet-large", seed=5, family="t5")
+    _, out, _ = _import_vlpet(bart_setup, sd, tmp_path, family="t5", config={**VLPET_CONFIG, "scaling": 0.3})
+    model, _, _ = load_vl_model(out)
+    plain = T5ForConditionalGeneration.from_pretrained(out / "backbone").eval().encoder.block[0].layer[0]
+    p = "encoder.block.0.layer.0."
+
+    def lin(x, name):
+        return F.linear(x, sd[name + ".weight"], sd[name + ".bias"])
+
+    x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        h = plain.SelfAttention(plain.layer_norm(x))[0]
+        down = torch.cat([lin(h, f"{p}attn_adapter_multihead_down.{i}") for i in range(HEADS)], -1)
+        h_mod = h + lin(F.gelu(down, approximate="tanh"), f"{p}attn_adapter_multihead_up")
+        gate = torch.sigmoid(lin(F.gelu(lin(x, f"{p}encoder_attn_adapter_gating_large_x_down"), approximate="tanh"),
+                                 f"{p}encoder_attn_adapter_gating_large_x_up"))
+        expected = x + 0.3 * h_mod * gate
+        got = model.eval().t5.encoder.block[0].layer[0](x)[0]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 

@@ -15,7 +15,8 @@ def test_init_from_imports_the_released_checkpoints_and_evaluates_them_instead_o
     (tmp_path / "LAST.pth").write_bytes(b"")  # a dry run only needs the files to exist
     (tmp_path / "checkpoint_best.pth").write_bytes(b"")
     cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
-    cfg["vlpet"].update(families=["bart"], init_from={"vlpet-large": str(tmp_path / "LAST.pth")})
+    cfg["vlpet"].update(families=["bart", "t5"], init_from={"bart": {"vlpet-large": str(tmp_path / "LAST.pth")},
+                                                           "t5": {"vlpet-large": str(tmp_path / "LAST.pth")}})
     cfg["epalm"]["init_from"] = {"epalm-prompt": {"vqa": str(tmp_path / "checkpoint_best.pth")}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     proc = snakemake_dry_run(tmp_path, tmp_path / "config.yaml")
@@ -23,16 +24,18 @@ def test_init_from_imports_the_released_checkpoints_and_evaluates_them_instead_o
     shell = shell_commands(proc.stdout)
 
     finetuned = {c.split("--out ")[1].split()[0] for c in shell if "finetune-vlbart" in c}
-    assert finetuned == {"results/vlpet/bart/full/steps10/seed1/checkpoint"}  # vlpet-large is not trained
-    (imp,) = [c for c in shell if "import-checkpoint --from vlpet" in c]
-    assert f"--from vlpet {tmp_path / 'LAST.pth'} --out results/vlpet/bart/vlpet-large/imported/checkpoint" in imp
-    assert "--backbone-out results/vlpet/bart/vlpet-large/imported/backbone --method vlpet-large" in imp
-    assert "--backbone resources/backbones/tiny-bart" in imp
-    assert '"adapter_dim": ' + str(cfg["vlpet"]["method_configs"]["vlpet-large"]["adapter_dim"]) in imp
-    (ev,) = [c for c in shell if "evaluate-vlbart" in c and "/imported/" in c]
-    assert ("--checkpoint results/vlpet/bart/vlpet-large/imported/checkpoint "
-            "--backbone results/vlpet/bart/vlpet-large/imported/backbone") in ev
-    assert "--experiment vlpet-bart-imported" in ev
+    # vlpet-large is not trained for either family
+    assert finetuned == {f"results/vlpet/{f}/full/steps10/seed1/checkpoint" for f in ("bart", "t5")}
+    for family in ("bart", "t5"):
+        (imp,) = [c for c in shell if "import-checkpoint --from vlpet" in c and f"--family {family}" in c]
+        assert f"--from vlpet {tmp_path / 'LAST.pth'} --family {family} --out results/vlpet/{family}/vlpet-large/imported/checkpoint" in imp
+        assert f"--backbone-out results/vlpet/{family}/vlpet-large/imported/backbone --method vlpet-large" in imp
+        assert f"--backbone resources/backbones/tiny-{family}" in imp
+        assert '"adapter_dim": ' + str(cfg["vlpet"]["method_configs"]["vlpet-large"]["adapter_dim"]) in imp
+        (ev,) = [c for c in shell if "evaluate-vlbart" in c and f"/{family}/vlpet-large/imported/" in c]
+        assert (f"--checkpoint results/vlpet/{family}/vlpet-large/imported/checkpoint "
+                f"--backbone results/vlpet/{family}/vlpet-large/imported/backbone") in ev
+        assert f"--experiment vlpet-{family}-imported" in ev
 
     assert not any("finetune-epalm" in c and "epalm-prompt" in c for c in shell)
     (imp,) = [c for c in shell if "import-checkpoint --from epalm" in c]
@@ -42,17 +45,20 @@ def test_init_from_imports_the_released_checkpoints_and_evaluates_them_instead_o
     assert "--experiment epalm-imported" in ev
 
     report = next(c for c in shell if "vltune report" in c)
-    assert {"results/vlpet/bart/vlpet-large/imported/metrics.json", "results/epalm/epalm-prompt/imported/metrics.json"} \
+    assert {"results/vlpet/bart/vlpet-large/imported/metrics.json", "results/vlpet/t5/vlpet-large/imported/metrics.json",
+            "results/epalm/epalm-prompt/imported/metrics.json"} \
         <= set(report.split("--metrics ")[1].split(" --ledgers")[0].split())
     written = {c.split("--ledger ")[1].split()[0] for c in shell if "--ledger " in c}
     assert written == set(report.split("--ledgers ")[1].split(" --out-dir")[0].split())
     assert {"results/ledger/import_vlbart/bart/vlpet-large/imported.json",
+            "results/ledger/import_vlbart/t5/vlpet-large/imported.json",
             "results/ledger/import_epalm/epalm-prompt/imported/vqa.json"} <= written
 
 
 @pytest.mark.parametrize("study, value, expected", [
-    ("vlpet", {"full": "LAST.pth"}, r"'full' is not one of \['vlpet-small', 'vlpet-middlex', 'vlpet-middley', 'vlpet-large'\]"),
-    ("vlpet", {"vlpet-large": ""}, r"'' should be non-empty|'' is too short"),
+    ("vlpet", {"bart": {"full": "LAST.pth"}}, r"'full' is not one of \['vlpet-small', 'vlpet-middlex', 'vlpet-middley', 'vlpet-large'\]"),
+    ("vlpet", {"bart": {"vlpet-large": ""}}, r"'' should be non-empty|'' is too short"),
+    ("vlpet", {"vl-t5": {"vlpet-large": "LAST.pth"}}, r"'vl-t5' is not one of \['bart', 't5'\]"),
     ("epalm", {"epalm-prompt": {"nlvr2": "x.pth"}}, r"'nlvr2' is not one of \['vqa', 'gqa', 'caption'\]"),
     ("epalm", {"epalm-prompt": {}}, r"should be non-empty|does not have enough properties"),
 ])

@@ -318,20 +318,25 @@ def vlpet_metrics():
             steps=steps,
             seed=v["seeds"],
         )
-        # an imported method (vlpet.init_from) is not fine-tuned for bart at the main budget
-        if not (steps == v["train"]["steps"] and path.startswith(tuple(f"results/vlpet/bart/{m}/" for m in vlpet_imports())))
+        # an imported method (vlpet.init_from) is not fine-tuned for its family at the main budget
+        if not (steps == v["train"]["steps"] and path.startswith(tuple(f"results/vlpet/{f}/{m}/" for f, m in vlpet_imports())))
     ]
-    paths += expand("results/vlpet/bart/{method}/imported/metrics.json", method=sorted(vlpet_imports()))
+    paths += [f"results/vlpet/{f}/{m}/imported/metrics.json" for f, m in vlpet_imports()]
     return list(dict.fromkeys(paths))  # a short budget equal to the main one adds nothing
 
 
 # --- released checkpoints (vlpet.init_from, epalm.init_from; vltune import-checkpoint) -------------
 def vlpet_imports():
-    return config["vlpet"].get("init_from", {})
+    """(family, method) pairs of vlpet.init_from, sorted."""
+    return sorted((f, m) for f, methods in config["vlpet"].get("init_from", {}).items() for m in methods)
 
 
 def imported_vlpet_source(wildcards):
-    return vlpet_imports()[wildcards.method]
+    return config["vlpet"]["init_from"][wildcards.family][wildcards.method]
+
+
+def imported_vlpet_experiment(wildcards):
+    return f"vlpet-{wildcards.family}-imported"
 
 
 def import_vlpet_params(wildcards):

@@ -91,18 +91,18 @@ rule evaluate_vlbart:
 rule import_vlbart:
     input:
         source=imported_vlpet_source,
-        backbone=f"resources/backbones/{BART}",
+        backbone=family_backbone,
         features=FEATURES,
     output:
-        checkpoint=directory("results/vlpet/bart/{method}/imported/checkpoint"),
-        backbone=directory("results/vlpet/bart/{method}/imported/backbone"),
-        ledger="results/ledger/import_vlbart/bart/{method}/imported.json",
+        checkpoint=directory("results/vlpet/{family}/{method}/imported/checkpoint"),
+        backbone=directory("results/vlpet/{family}/{method}/imported/backbone"),
+        ledger="results/ledger/import_vlbart/{family}/{method}/imported.json",
     params:
         hp=import_vlpet_params,
     log:
-        "logs/import_vlbart/bart/{method}.log",
+        "logs/import_vlbart/{family}/{method}.log",
     benchmark:
-        "benchmarks/import_vlbart/bart/{method}.tsv"
+        "benchmarks/import_vlbart/{family}/{method}.tsv"
     threads: 1
     resources:
         mem_mb=RES["mem_mb"],
@@ -112,32 +112,33 @@ rule import_vlbart:
         "../../envs/vltune.yaml"
     shell:
         "vltune --threads {threads} --ledger {output.ledger:q} import-checkpoint --from vlpet {input.source:q}"
-        " --out {output.checkpoint:q} --backbone-out {output.backbone:q} --method {wildcards.method:q}"
-        " --backbone {input.backbone:q} --features {input.features:q} --params {params.hp:q} > {log} 2>&1"
+        " --family {wildcards.family:q} --out {output.checkpoint:q} --backbone-out {output.backbone:q}"
+        " --method {wildcards.method:q} --backbone {input.backbone:q} --features {input.features:q}"
+        " --params {params.hp:q} > {log} 2>&1"
 
 
 use rule evaluate_vlbart as evaluate_imported_vlbart with:
     input:
-        checkpoint="results/vlpet/bart/{method}/imported/checkpoint",
+        checkpoint="results/vlpet/{family}/{method}/imported/checkpoint",
         # the released model's own LM, which the imported adapters apply to
-        backbone="results/vlpet/bart/{method}/imported/backbone",
+        backbone="results/vlpet/{family}/{method}/imported/backbone",
         features=FEATURES,
         tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
     output:
         metrics=report(
-            "results/vlpet/bart/{method}/imported/metrics.json",
+            "results/vlpet/{family}/{method}/imported/metrics.json",
             caption="../report/metrics.rst",
             category=CATEGORY["evaluation"],
-            subcategory="bart",
+            subcategory="{family}",
             labels={"method": "{method}", "seed": "imported", "steps": "imported"},
         ),
-        ledger="results/ledger/evaluate_vlbart/bart/{method}/imported.json",
-        predictions="results/vlpet/bart/{method}/imported/predictions.json",
+        ledger="results/ledger/evaluate_vlbart/{family}/{method}/imported.json",
+        predictions="results/vlpet/{family}/{method}/imported/predictions.json",
     params:
         data=tables_dir,
-        experiment="vlpet-bart-imported",
+        experiment=imported_vlpet_experiment,
         hp=imported_evaluate_params,
     log:
-        "logs/evaluate_vlbart/bart/{method}/imported.log",
+        "logs/evaluate_vlbart/{family}/{method}/imported.log",
     benchmark:
-        "benchmarks/evaluate_vlbart/bart/{method}/imported.tsv"
+        "benchmarks/evaluate_vlbart/{family}/{method}/imported.tsv"

@@ -113,6 +113,19 @@ def map_names(path: Path, official: dict[str, torch.Tensor], rules: list[tuple[r
     return mapped
 
 
+def load_checked(path: Path, model: torch.nn.Module, mapped: dict[str, torch.Tensor], what: str, strict: bool) -> None:
+    """Load ``mapped`` into ``model`` and check every tensor holds its source: names the model ties
+    (one parameter, e.g. BART's shared embedding and LM head) must have equal values in the file."""
+    model.load_state_dict(mapped, strict=strict)
+    state = model.state_dict()
+    differ = [k for k, v in mapped.items() if not torch.equal(state[k], v.to(state[k].dtype))]
+    if differ:  # name the whole tied group, the tensor loaded last included
+        ptrs = {state[k].data_ptr() for k in differ}
+        differ = [k for k in mapped if state[k].data_ptr() in ptrs]
+        raise UserError(f"{path}: tensors that are one tied tensor in vltune's {what} differ in the file: "
+                        f"{listing(differ)}")
+
+
 def source_record(source: str, path: Path, n_tensors: int) -> dict:
     return {"from": source, "source": str(path.resolve()), "sha256": sha256_file(path), "tensors": n_tensors}
 
@@ -227,8 +240,9 @@ def import_vlpet(path: str | Path, out_dir: str | Path, backbone_dir: str | Path
     except ValueError as e:
         raise _method_error("import-checkpoint", e) from None
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    mapped = map_names(path, official, _vlpet_rules(family), expected, f"{method} {VLPET_FAMILIES[family]}")
-    model.load_state_dict(mapped, strict=True)
+    what = f"{method} {VLPET_FAMILIES[family]}"
+    mapped = map_names(path, official, _vlpet_rules(family), expected, what)
+    load_checked(path, model, mapped, what, strict=True)
     record = source_record("vlpet", path, len(official))
     lm = type(model.lm)(model.lm.config)  # the plain LM: the frozen backbone the adapters apply to
     prefix = f"{model.lm_attr}."
@@ -286,7 +300,7 @@ def import_epalm(path: str | Path, out_dir: str | Path, lm_dir: str | Path, vit_
         raise _method_error("import-checkpoint", e) from None
     expected = {n: p.shape for n, p in model.named_parameters() if p.requires_grad}
     mapped = map_names(path, official, EPALM_RULES, expected, f"{method} eP-ALM")
-    model.load_state_dict(mapped, strict=False)
+    load_checked(path, model, mapped, f"{method} eP-ALM", strict=False)
     record = source_record("epalm", path, len(official))
     # the reference runs the encoder on every image with CLIP's mean/std (the input side its own)
     preprocessing = perception_preprocessing(_meta_encoder(vit_dir), "clip")

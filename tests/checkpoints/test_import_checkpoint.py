@@ -293,6 +293,9 @@ def test_vlpet_import_accepts_ddp_prefixed_names(bart_setup, tmp_path):
     ("shape", r"LAST\.pth: shapes differ from vltune's vlpet-large VL-BART: model\.encoder\.layers\.0\."
               r"attn_adapter_multihead_up\.weight \(32, 6\) \(vltune bart\.model\.encoder\.layers\.0\.self_attn\."
               r"vlpet\.adapter\.up\.weight \(32, 8\)\)$"),
+    ("untied head", r"LAST\.pth: tensors that are one tied tensor in vltune's vlpet-large VL-BART differ in the file: "
+                    r"bart\.lm_head\.weight, bart\.model\.decoder\.embed_tokens\.weight, bart\.model\.encoder\."
+                    r"embed_tokens\.weight, bart\.model\.shared\.weight$"),
     ("task copies", r"LAST\.pth: model\.decoder\.layers\.1\.encoder_attn\.attn_value_parallel_adapter\.adapters\.vqa\."
                     r"up_sampler\.bias and model\.decoder\.layers\.1\.encoder_attn\.attn_value_parallel_adapter\."
                     r"adapters\.caption\.up_sampler\.bias both map to vltune's bart\.model\.decoder\.layers\.1\."
@@ -308,6 +311,8 @@ def test_vlpet_import_refuses_a_file_that_does_not_fit_naming_the_names(bart_set
         sd["model.encoder.layers.0.attn_adapter.adapters.vqa.down_sampler.weight"] = torch.zeros(4, D)
     elif case == "shape":
         sd["model.encoder.layers.0.attn_adapter_multihead_up.weight"] = torch.zeros(D, 6)
+    elif case == "untied head":  # an LM head of its own, where vltune's BART ties it to the embedding
+        sd["lm_head.weight"] = sd["lm_head.weight"] + 1
     else:  # separate adapters per task (not VL-PET's --use_single_adapter)
         key = "model.decoder.layers.1.encoder_attn.attn_value_parallel_adapter.adapters.caption.up_sampler.bias"
         sd[key] = sd[key] + 1

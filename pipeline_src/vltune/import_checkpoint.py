@@ -25,7 +25,10 @@ from the given backbone(s) and method config, then writes the folder vltune's fi
 
 Every official name must map to a tensor of the vltune model, and every tensor the vltune
 checkpoint holds must come from the file, with the same shape; otherwise the import fails with
-one line naming the names (a few, then a count) and nothing is written. The written folder's
+one line naming the names (a few, then a count) and nothing is written. What a state dict does
+not hold comes from the method config and must be set as the released run used it: VL-T5's
+sub-layer scaling ``s`` (VL-PET's ``--encoder_gating_scaling_factor``) and eP-ALM's injection
+layers (its ``start_layer_idx`` / ``end_layer_idx``). The written folder's
 ``import.json`` (also inside the checkpoint's JSON as ``imported``) records the source path and
 the file's sha256.
 """

@@ -215,6 +215,12 @@ def _vlpet_rules(family: str) -> list[tuple[re.Pattern, str]]:
     return _rules(out)
 
 
+def check_vlpet_method(method: str) -> None:
+    if not method.startswith("vlpet-"):
+        raise UserError(f"import-checkpoint --from vlpet: method {method!r} is not a VL-PET variant "
+                        "(vlpet-large, vlpet-middlex, vlpet-middley, vlpet-small)")
+
+
 def import_vlpet(path: str | Path, out_dir: str | Path, backbone_dir: str | Path, feat_dim: int, method: str,
                  method_config: dict | None = None, visual: dict | None = None, features: str | None = None,
                  backbone_out: str | Path | None = None, family: str = "bart") -> dict:
@@ -231,9 +237,7 @@ def import_vlpet(path: str | Path, out_dir: str | Path, backbone_dir: str | Path
     from .train.multitask import apply_method, build_vl_model, save_vl_model
 
     path = Path(path)
-    if not method.startswith("vlpet-"):
-        raise UserError(f"import-checkpoint --from vlpet: method {method!r} is not a VL-PET variant "
-                        "(vlpet-large, vlpet-middlex, vlpet-middley, vlpet-small)")
+    check_vlpet_method(method)
     if family not in VLPET_FAMILIES:
         raise UserError(f"import-checkpoint --from vlpet: family {family!r} is not one of {', '.join(VLPET_FAMILIES)}")
     official = read_state_dict(path)

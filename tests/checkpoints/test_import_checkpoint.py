@@ -352,6 +352,13 @@ def test_cli_import_error_is_one_line_and_keeps_the_existing_folder(bart_setup, 
 @pytest.mark.parametrize("args, message", [
     (["--from", "vl-t5"], "import-checkpoint: --from 'vl-t5' is not one of vlpet, epalm, vl-merging"),
     (["--from", "vlpet", "--method", "vlpet-large"], "import-checkpoint --from vlpet needs --backbone, --features"),
+    (["--from", "vlpet", "--method", "lora", "--backbone", "b", "--features", "f"],
+     "import-checkpoint --from vlpet: method 'lora' is not a VL-PET variant (vlpet-large, vlpet-middlex, "
+     "vlpet-middley, vlpet-small)"),
+    (["--from", "epalm", "--method", "vlpet-large", "--lm", "l", "--encoder", "e", "--task", "vqa"],
+     "--method 'vlpet-large' is not an eP-ALM method (epalm-linear, epalm-prompt)"),
+    (["--from", "vlpet", "--method", "vlpet-large", "--backbone", "b", "--features", "f", "--params", '{"dropout": 0}'],
+     "import-checkpoint: unknown param 'dropout' (expected method_config, visual)"),
     (["--from", "vl-merging"], "{path}: import-checkpoint --from vl-merging is not possible: the released VLMo "
                                "encodes positions with a relative position bias table per block, which vltune's VLMo "
                                "(learned absolute position embeddings) has no tensor for"),

@@ -43,6 +43,8 @@ def test_init_from_imports_the_released_checkpoints_and_evaluates_them_instead_o
     (ev,) = [c for c in shell if "evaluate-epalm" in c and "epalm-prompt" in c]
     assert "--checkpoints vqa=results/epalm/epalm-prompt/imported/vqa/checkpoint --data" in ev
     assert "--experiment epalm-imported" in ev
+    (trained,) = [c for c in shell if "evaluate-epalm" in c and "epalm-linear" in c]  # the other method trains
+    assert "vqa=results/epalm/epalm-linear/seed1/vqa/checkpoint" in trained and "--experiment epalm " in trained
 
     report = next(c for c in shell if "vltune report" in c)
     assert {"results/vlpet/bart/vlpet-large/imported/metrics.json", "results/vlpet/t5/vlpet-large/imported/metrics.json",

@@ -12,7 +12,10 @@ from the given backbone(s) and method config, then writes the folder vltune's fi
   LM, saved in ``backbone/`` or a folder given (its frozen weights are the released ones, not a
   re-fetched copy).
   The decoder value adapter is one module listed under every task name (``adapters.<task>.``);
-  those copies must be equal, since vltune has one adapter shared by all tasks.
+  those copies must be equal, since vltune has one adapter shared by all tasks. The released
+  vocabulary holds the tokens VL-PET adds (``<vis_extra_id_k>``, for BART ``<extra_id_k>`` too)
+  at its own ids; each token row moves to the id the token has in vltune's tokenizer
+  (:func:`released_vocabulary`), which gets the added tokens it lacks.
 * ``epalm`` — eP-ALM (Shukor et al., "eP-ALM: Efficient Perceptual Augmentation of Language
   Models", https://arxiv.org/abs/2303.11403): the ``model`` entry of its ``checkpoint_*.pth``,
   which holds only the trained connection (``connector.<m>.``) and soft prompt
@@ -215,6 +218,59 @@ def _vlpet_rules(family: str) -> list[tuple[re.Pattern, str]]:
     return _rules(out)
 
 
+# Tokens VL-PET's code adds after the LM's own vocabulary, in the order of their ids: VL-BART adds
+# <extra_id_99> … <extra_id_0> then <vis_extra_id_99> … <vis_extra_id_0> to BART's tokenizer;
+# VL-T5's tokenizer is T5's (its sentinels <extra_id_k> included) followed by <vis_extra_id_99> … _0.
+# Object k of an image reads the row of <vis_extra_id_k> (the official ``obj_order_embedding``).
+VLPET_ADDED = {
+    "bart": [f"<extra_id_{k}>" for k in range(99, -1, -1)] + [f"<vis_extra_id_{k}>" for k in range(99, -1, -1)],
+    "t5": [f"<vis_extra_id_{k}>" for k in range(99, -1, -1)],
+}
+# official tensors with one row (final_logits_bias: one column) per token id
+_VOCAB_ROWS = {
+    "bart": ("model.shared.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight",
+             "lm_head.weight", "model.encoder.visual_embedding.obj_order_embedding.weight"),
+    "t5": ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight",
+           "encoder.visual_embedding.obj_order_embedding.weight"),
+}
+
+
+def released_vocabulary(path: Path, official: dict[str, torch.Tensor], tok, family: str, backbone_dir) -> dict:
+    """Put the released model's token rows at the ids of ``tok`` (the backbone's tokenizer), which
+    gets the tokens of VL-PET's layout it lacks; returns the re-indexed state dict.
+
+    The released vocabulary is the backbone tokenizer's own tokens (those VL-PET adds left out) in
+    id order, then :data:`VLPET_ADDED`; each row moves to the id its token has in ``tok``.
+    """
+    added = VLPET_ADDED[family]
+    shared = _VOCAB_ROWS[family][0]
+    if shared not in official:
+        return official  # map_names names it as missing
+    drop = set(added)
+    released = [t for t in tok.convert_ids_to_tokens(range(len(tok))) if t not in drop] + added
+    rows = official[shared].shape[0]
+    if rows != len(released):
+        raise UserError(f"{path}: {shared} has {rows} rows, but VL-PET's {VLPET_FAMILIES[family]} vocabulary on the "
+                        f"tokenizer of {backbone_dir} has {len(released)} tokens (its own "
+                        f"{len(released) - len(added)} + {len(added)} added by VL-PET)")
+    tok.add_tokens([t for t in added if t not in tok.get_vocab()], special_tokens=True)
+    ids = torch.tensor(tok.convert_tokens_to_ids(released))
+    if len(tok) != rows or sorted(ids.tolist()) != list(range(rows)):
+        raise UserError(f"{path}: the tokenizer of {backbone_dir} holds tokens the released "
+                        f"{VLPET_FAMILIES[family]} vocabulary does not have ({len(tok)} ids for {rows} rows)")
+    out = dict(official)
+    for name in _VOCAB_ROWS[family]:
+        if name in out and out[name].shape[0] == rows:
+            moved = torch.empty_like(out[name])
+            moved[ids] = out[name]
+            out[name] = moved
+    if family == "bart" and "final_logits_bias" in out and out["final_logits_bias"].shape[-1] == rows:
+        moved = torch.empty_like(out["final_logits_bias"])
+        moved[..., ids] = out["final_logits_bias"]
+        out["final_logits_bias"] = moved
+    return out
+
+
 def check_vlpet_method(method: str) -> None:
     if not method.startswith("vlpet-"):
         raise UserError(f"import-checkpoint --from vlpet: method {method!r} is not a VL-PET variant "
@@ -233,6 +289,7 @@ def import_vlpet(path: str | Path, out_dir: str | Path, backbone_dir: str | Path
     hyper-parameters (ranks, heads), which the file's shapes must match; ``backbone_out``: where
     the released LM is saved (default ``<out_dir>/backbone``). Returns the source record.
     """
+    from .backbones.tokenizer import vis_token_ids
     from .pet import count_parameters
     from .train.multitask import apply_method, build_vl_model, save_vl_model
 
@@ -242,6 +299,10 @@ def import_vlpet(path: str | Path, out_dir: str | Path, backbone_dir: str | Path
         raise UserError(f"import-checkpoint --from vlpet: family {family!r} is not one of {', '.join(VLPET_FAMILIES)}")
     official = read_state_dict(path)
     model, tok = build_vl_model(family, backbone_dir, feat_dim)
+    official = released_vocabulary(path, official, tok, family, backbone_dir)
+    if len(tok) != model.lm.get_input_embeddings().num_embeddings or len(vis_token_ids(tok)) != len(model.vis_token_ids):
+        model.lm.resize_token_embeddings(len(tok))  # the rows come from the file
+        model = type(model)(model.lm, feat_dim, vis_token_ids(tok))
     try:
         apply_method(model, method, method_config)
     except ValueError as e:

@@ -8,6 +8,7 @@ refused in one line naming them, and nothing is written then."""
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
 import torch
@@ -76,6 +77,57 @@ OFFICIAL = {
 }
 
 
+ADDED_PATTERN = {"bart": r"<(vis_)?extra_id_\d+>", "t5": r"<vis_extra_id_\d+>"}  # what VL-PET's code adds
+N_ADDED = {"bart": 200, "t5": 100}  # BART: 100 <extra_id_k> + 100 <vis_extra_id_k>; T5: the 100 <vis_extra_id_k>
+
+
+def own_tokens(backbone_dir, family: str) -> list[str]:
+    """The backbone tokenizer's tokens other than those VL-PET adds, in id order."""
+    from vltune.backbones.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(backbone_dir)
+    return [t for t in tok.convert_ids_to_tokens(range(len(tok))) if not re.fullmatch(ADDED_PATTERN[family], t)]
+
+
+def released_vocab_size(backbone_dir, family: str) -> int:
+    return len(own_tokens(backbone_dir, family)) + N_ADDED[family]
+
+
+def released_id(token: str, backbone_dir, family: str) -> int:
+    """The id of ``token`` in VL-PET's tokenizer (its tokenization.py / multitask.py): the LM's own
+    tokens first; BART then adds <extra_id_99..0>, <vis_extra_id_99..0>; VL-T5's
+    <vis_extra_id_k> is vocab_size - k - 1."""
+    own = own_tokens(backbone_dir, family)
+    n = len(own)
+    if m := re.fullmatch(r"<vis_extra_id_(\d+)>", token):
+        return n + N_ADDED[family] - 1 - int(m.group(1))
+    if family == "bart" and (m := re.fullmatch(r"<extra_id_(\d+)>", token)):
+        return n + 99 - int(m.group(1))
+    return own.index(token)
+
+
+VOCAB_NAMES = {"bart": {"model.shared.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight",
+                        "lm_head.weight", "model.encoder.visual_embedding.obj_order_embedding.weight", "final_logits_bias"},
+               "t5": {"shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight",
+                      "encoder.visual_embedding.obj_order_embedding.weight"}}
+
+
+def assert_rows_follow_their_tokens(model, tok, sd, backbone_dir, family: str) -> None:
+    """Each probed token's embedding (and BART's logit bias) row in vltune is its released row."""
+    state, prefix = model.state_dict(), f"{family}."
+    shared = "model.shared.weight" if family == "bart" else "shared.weight"
+    probes = [own_tokens(backbone_dir, family)[5], "<vis_extra_id_0>", "<vis_extra_id_1>", "<vis_extra_id_77>",
+              "<vis_extra_id_99>"] + (["<extra_id_0>", "<extra_id_42>"] if family == "bart" else [])
+    for t in probes:
+        new, old = tok.convert_tokens_to_ids(t), released_id(t, backbone_dir, family)
+        assert torch.equal(state[prefix + shared][new], sd[shared][old]), t
+        assert torch.equal(state[prefix + "lm_head.weight"][new], sd["lm_head.weight"][old]), t
+        if family == "bart":
+            assert torch.equal(state["bart.final_logits_bias"][0, new], sd["final_logits_bias"][0, old]), t
+    vis = [tok.convert_tokens_to_ids(f"<vis_extra_id_{k}>") for k in range(100)]
+    assert model.vis_token_ids.tolist() == vis  # visual position k reads <vis_extra_id_k>'s row
+
+
 def official_vlbart(backbone_dir, method: str, seed: int = 0, family: str = "bart") -> dict[str, torch.Tensor]:
     """A VL-PET VL-BART (or VL-T5) state dict as ``torch.save(model.state_dict())`` writes it: the
     HF model's own names (the official modeling files keep them), the encoder layers' multi-head
@@ -87,7 +139,9 @@ def official_vlbart(backbone_dir, method: str, seed: int = 0, family: str = "bar
     o = OFFICIAL[family]
     g = torch.Generator().manual_seed(seed)
     cls = BartForConditionalGeneration if family == "bart" else T5ForConditionalGeneration
-    lm = cls(AutoConfig.from_pretrained(backbone_dir))
+    config = AutoConfig.from_pretrained(backbone_dir)
+    config.vocab_size = released_vocab_size(backbone_dir, family)
+    lm = cls(config)
     sd = {k: torch.randn(v.shape, generator=g) for k, v in lm.state_dict().items()}
     for tied in o["tied"]:
         sd[tied] = sd[o["shared"]]
@@ -186,13 +240,13 @@ def test_vlpet_import_loads_back_with_every_official_tensor_in_place(bart_setup,
 
     sd = official_vlbart(bart_setup / "bart", method)
     path, out, record = _import_vlpet(bart_setup, sd, tmp_path, method)
-    model, _, meta = load_vl_model(out)  # the PET checkpoint on the backbone it recorded (its own)
+    model, tok, meta = load_vl_model(out)  # the PET checkpoint on the backbone it recorded (its own)
     state = model.state_dict()
     for name, tensor in sd.items():
         target = vltune_name(name)
-        if target is not None:
+        if target is not None and name not in VOCAB_NAMES["bart"]:
             assert torch.equal(state[target], tensor), name
-    assert torch.equal(state["bart.model.shared.weight"], sd["model.encoder.visual_embedding.obj_order_embedding.weight"])
+    assert_rows_follow_their_tokens(model, tok, sd, bart_setup / "bart", "bart")
     assert meta["method"] == method and meta["seed"] is None and meta["imported"] == record
     assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert record["source"] == str(path.resolve()) and read_json(out / "import.json") == record
@@ -238,13 +292,14 @@ def test_vlt5_import_loads_back_with_every_official_tensor_in_place(bart_setup, 
 
     sd = official_vlbart(bart_setup / "t5", "vlpet-large", family="t5")
     _, out, record = _import_vlpet(bart_setup, sd, tmp_path, family="t5")
-    model, _, meta = load_vl_model(out)
+    model, tok, meta = load_vl_model(out)
     state = model.state_dict()
     assert meta["family"] == "t5" and record["tensors"] == len(sd)
     for name, tensor in sd.items():
         target = vltune_name_t5(name)
-        if target is not None:
+        if target is not None and name not in VOCAB_NAMES["t5"]:
             assert torch.equal(state[target], tensor), name
+    assert_rows_follow_their_tokens(model, tok, sd, bart_setup / "t5", "t5")
 
 
 def test_vlt5_gated_sublayer_computes_the_official_formula_with_its_scaling(bart_setup, tmp_path):
@@ -319,6 +374,19 @@ def test_vlpet_import_refuses_a_file_that_does_not_fit_naming_the_names(bart_set
     with pytest.raises(UserError, match=pattern):
         _import_vlpet(bart_setup, sd, tmp_path)
     assert not (tmp_path / "imported").exists() and not (tmp_path / "imported.importing").exists()
+
+
+def test_vlpet_import_refuses_a_vocabulary_without_vl_pets_added_tokens(bart_setup, tmp_path):
+    """A file whose embedding has the backbone tokenizer's own rows only (not VL-PET's 200 added
+    tokens) cannot be re-indexed: one line with both counts."""
+    sd = official_vlbart(bart_setup / "bart", "vlpet-large")
+    n_own = len(own_tokens(bart_setup / "bart", "bart"))
+    for name in VOCAB_NAMES["bart"]:
+        sd[name] = sd[name][..., :n_own] if name == "final_logits_bias" else sd[name][:n_own]
+    with pytest.raises(UserError, match=rf"LAST\.pth: model\.shared\.weight has {n_own} rows, but VL-PET's VL-BART "
+                                        rf"vocabulary on the tokenizer of .*bart has {n_own + 200} tokens \(its own "
+                                        rf"{n_own} \+ 200 added by VL-PET\)$"):
+        _import_vlpet(bart_setup, sd, tmp_path)
 
 
 def test_vlpet_import_of_another_gate_granularity_is_refused(bart_setup, tmp_path):

@@ -361,7 +361,6 @@ def import_checkpoint(args) -> None:
         from .features.store import FeatureStore
 
         I.check_vlpet_method(args.method)  # before any folder is read
-
         store = FeatureStore(args.features)
         if "grid" not in store.keys:
             raise UserError(f"{args.features}: the feature store has no 'grid' feature (has {sorted(store.keys)})")

@@ -204,7 +204,7 @@ def evaluate_vlbart(args) -> None:
 
     p = parse_params(args.params, "evaluate-vlbart")
     world = _data_record(args.data)  # before hours of decoding, not after
-    train_log = read_json(Path(args.checkpoint) / "train_log.json")
+    made = training_record(args.checkpoint)
     tasks = p.pop("tasks", ["vqa", "gqa", "nlvr2", "caption"])
     _caption_scorer_ready("caption" in tasks)
     model, tok, meta = load_vl_model(args.checkpoint, args.backbone)
@@ -213,8 +213,7 @@ def evaluate_vlbart(args) -> None:
     record = {
         "experiment": args.experiment, "family": meta["family"], "method": meta["method"], "seed": meta["seed"],
         "trainable_params": meta["trainable_params"], "total_params": meta["total_params"],
-        "trainable_pct": meta["trainable_pct"], **metrics,
-        "train_wall_s": train_log["wall_s"], "train_final_loss": train_log["final_loss"],
+        "trainable_pct": meta["trainable_pct"], **metrics, **made,
         "config_hash": config_hash({"world": world, "train": meta, "eval": p, "tasks": tasks}),
         "device": _device(), "python": platform.python_version(),
     }
@@ -335,20 +334,67 @@ def evaluate_epalm(args) -> None:
     _caption_scorer_ready("caption" in checkpoints)
     metrics, metas = run(checkpoints, args.data, args.perception, args.lm, args.encoder, save_predictions=preds, **p)
     first = next(iter(metas.values()))
-    logs = {t: read_json(Path(c) / "train_log.json") for t, c in checkpoints.items()}
+    made = {t: training_record(c) for t, c in checkpoints.items()}
+    imported = {t: m["imported_from"] for t, m in made.items() if "imported_from" in m}
     record = {
         "experiment": args.experiment, "method": first["method"], "seed": first["seed"],
         "trainable_params": first["trainable_params"], "total_params": first["total_params"],
         "trainable_pct": first["trainable_pct"], **metrics,
         "perception": first["perception"],
-        "train_wall_s": sum(lg["wall_s"] for lg in logs.values()),
-        "train_final_loss": {t: lg["final_loss"] for t, lg in logs.items()},
+        "train_wall_s": None if imported else sum(m["train_wall_s"] for m in made.values()),
+        "train_final_loss": {t: m["train_final_loss"] for t, m in made.items()},
+        **({"imported_from": imported} if imported else {}),
         "config_hash": config_hash({"world": world, "train": metas, "eval": p}),
         "device": _device(), "python": platform.python_version(),
     }
     write_json(args.out, record)
     if preds is not None:
         write_json(args.predictions, preds)
+
+
+def import_checkpoint(args) -> None:
+    from . import import_checkpoint as I
+
+    if args.source not in I.SOURCES:
+        raise UserError(f"import-checkpoint: --from {args.source!r} is not one of {', '.join(I.SOURCES)}")
+    p = parse_params(args.params, "import-checkpoint")
+    unknown = set(p) - {"method_config", "visual"}
+    if unknown:
+        raise UserError(f"import-checkpoint: unknown param {sorted(unknown)[0]!r} (expected method_config, visual)")
+    if args.source == "vl-merging":
+        I.refuse_vl_merging(args.path)
+    needed = {"vlpet": ("method", "backbone", "features"), "epalm": ("method", "lm", "encoder", "task")}[args.source]
+    absent = [f"--{n}" for n in needed if getattr(args, n) is None]
+    if absent:
+        raise UserError(f"import-checkpoint --from {args.source} needs {', '.join(absent)}")
+    method_config = p.get("method_config") or {}
+    _check_method_config(args.method, method_config, "import-checkpoint")
+    if args.source == "vlpet":
+        from .features.store import FeatureStore
+
+        I.check_vlpet_method(args.method)  # before any folder is read
+        store = FeatureStore(args.features)
+        if "grid" not in store.keys:
+            raise UserError(f"{args.features}: the feature store has no 'grid' feature (has {sorted(store.keys)})")
+        record = I.import_vlpet(args.path, args.out, args.backbone, int(store.keys["grid"][-1]), args.method,
+                                method_config, visual=p.get("visual"), features=args.features,
+                                backbone_out=args.backbone_out, family=args.family)
+    else:
+        record = I.import_epalm(args.path, args.out, args.lm, args.encoder, args.task, args.method, method_config)
+    note("imported", record)
+    log.info("imported %d tensors of %s (sha256 %s) -> %s", record["tensors"], record["source"], record["sha256"], args.out)
+
+
+def training_record(checkpoint: str | Path) -> dict:
+    """What a metrics record says about how the checkpoint was made: its train_log.json (wall time,
+    final loss), or for an imported checkpoint its source (import.json) and no training numbers."""
+    from .import_checkpoint import IMPORT_JSON
+
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / "train_log.json").exists() and (checkpoint / IMPORT_JSON).exists():
+        return {"train_wall_s": None, "train_final_loss": None, "imported_from": read_json(checkpoint / IMPORT_JSON)}
+    log = read_json(checkpoint / "train_log.json")
+    return {"train_wall_s": log["wall_s"], "train_final_loss": log["final_loss"]}
 
 
 def _caption_scorer_ready(needed: bool) -> None:

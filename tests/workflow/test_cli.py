@@ -15,6 +15,7 @@ STAGES = {"download", "convert", "fetch-backbone", "make-world", "train-tokenize
           "finetune-vlbart", "evaluate-vlbart", "params", "baselines", "report", "merge", "pretrain-vlmo",
           "collect-grams", "merge-experts", "finetune-vlmo", "das-search", "das-finetune", "das-evaluate",
           "das-report", "pretrain-opt", "pretrain-vit", "extract-perception", "finetune-epalm", "evaluate-epalm",
+          "import-checkpoint",
           "rulegraph"}
 TOOLS = {"verify"}  # no rule calls it: it checks what the stages wrote
 

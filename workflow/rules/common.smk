@@ -318,8 +318,56 @@ def vlpet_metrics():
             steps=steps,
             seed=v["seeds"],
         )
+        # an imported method (vlpet.init_from) is not fine-tuned for its family at the main budget
+        if not (steps == v["train"]["steps"] and path.startswith(tuple(f"results/vlpet/{f}/{m}/" for f, m in vlpet_imports())))
     ]
+    paths += [f"results/vlpet/{f}/{m}/imported/metrics.json" for f, m in vlpet_imports()]
     return list(dict.fromkeys(paths))  # a short budget equal to the main one adds nothing
+
+
+# --- released checkpoints (vlpet.init_from, epalm.init_from; vltune import-checkpoint) -------------
+def vlpet_imports():
+    """(family, method) pairs of vlpet.init_from, sorted."""
+    return sorted((f, m) for f, methods in config["vlpet"].get("init_from", {}).items() for m in methods)
+
+
+def imported_vlpet_source(wildcards):
+    return config["vlpet"]["init_from"][wildcards.family][wildcards.method]
+
+
+def imported_vlpet_experiment(wildcards):
+    return f"vlpet-{wildcards.family}-imported"
+
+
+def import_vlpet_params(wildcards):
+    return as_json({"method_config": config["vlpet"]["method_configs"].get(wildcards.method, {}),
+                    "visual": VISUAL_TOKENS})
+
+
+def imported_evaluate_params(wildcards):
+    return as_json({**config["evaluate"], "tasks": sorted(config["vlpet"]["task_weights"])})
+
+
+def epalm_imports():
+    return (config.get("epalm") or {}).get("init_from", {})
+
+
+def imported_epalm_source(wildcards):
+    return epalm_imports()[wildcards.method][wildcards.task]
+
+
+def import_epalm_params(wildcards):
+    return as_json({"method_config": config["epalm"]["method_configs"].get(wildcards.method, {})})
+
+
+def imported_epalm_checkpoints(wildcards):
+    return [f"results/epalm/{wildcards.method}/imported/{t}/checkpoint" for t in epalm_imports()[wildcards.method]]
+
+
+def imported_epalm_checkpoint_args(wildcards):
+    """`task=dir` items of the imported checkpoints, each quoted."""
+    return " ".join(shlex.quote(f"{t}={c}") for t, c in zip(epalm_imports()[wildcards.method],
+                                                            imported_epalm_checkpoints(wildcards)))
 
 
 # --- merging study (workflow/rules/merging.smk) -------------------------------------------------
@@ -489,21 +537,26 @@ def epalm_evaluate_params(wildcards):
 def epalm_ledgers():
     """Ledger records of the eP-ALM jobs `all` runs (the common ledger list asks for them)."""
     e = config.get("epalm")
-    if not e or not e["methods"]:
+    if not e or not (e["methods"] or epalm_imports()):
         return []
-    runs = expand("{method}/seed{seed}", method=e["methods"], seed=e["seeds"])
+    runs = expand("{method}/seed{seed}", method=[m for m in e["methods"] if m not in epalm_imports()], seed=e["seeds"])
+    imported = [(m, t) for m, tasks in sorted(epalm_imports().items()) for t in tasks]
     return [
         *([f"results/ledger/extract_perception/{VIT}/{DATASET}.json"] if epalm_cached() else []),
         *(f"results/ledger/finetune_epalm/{run}/{task}.json" for run in runs for task in e["tasks"]),
         *(f"results/ledger/evaluate_epalm/{run}.json" for run in runs),
+        *(f"results/ledger/import_epalm/{m}/imported/{t}.json" for m, t in imported),
+        *(f"results/ledger/evaluate_epalm/{m}/imported.json" for m in sorted(epalm_imports())),
     ]
 
 
 def epalm_metrics():
     e = config.get("epalm")
-    if not e or not e["methods"]:
+    if not e or not (e["methods"] or epalm_imports()):
         return []
-    return expand("results/epalm/{method}/seed{seed}/metrics.json", method=e["methods"], seed=e["seeds"])
+    trained = [m for m in e["methods"] if m not in epalm_imports()]  # an imported method is not trained
+    return (expand("results/epalm/{method}/seed{seed}/metrics.json", method=trained, seed=e["seeds"])
+            + expand("results/epalm/{method}/imported/metrics.json", method=sorted(epalm_imports())))
 
 
 def report_inputs():
@@ -519,7 +572,8 @@ def ledger_inputs():
         *backbone_ledgers(merging),
         f"results/ledger/extract_features/{CLIP}/{DATASET}.json",
         f"results/ledger/baselines/{DATASET}.json",
-        *(f"results/ledger/{rule}/{run}.json" for run in runs for rule in ("finetune_vlbart", "evaluate_vlbart")),
+        *(f"results/ledger/{rule}/{run}.json" for run in runs
+          for rule in (("import_vlbart" if run.endswith("/imported") else "finetune_vlbart"), "evaluate_vlbart")),
         *merging,
         *epalm_ledgers(),
         *das_ledgers(),

@@ -167,6 +167,7 @@ rule evaluate_epalm:
         hp=epalm_evaluate_params,
         perception=perception_arg,
         checkpoints=epalm_checkpoint_args,
+        experiment="epalm",
     log:
         "logs/evaluate_epalm/{method}/seed{seed}.log",
     benchmark:
@@ -183,5 +184,60 @@ rule evaluate_epalm:
         "../../envs/vltune.yaml"
     shell:
         "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} evaluate-epalm --checkpoints {params.checkpoints} --data {params.data:q}"
-        " --lm {input.lm:q} --encoder {input.encoder:q} {params.perception} --experiment epalm"
+        " --lm {input.lm:q} --encoder {input.encoder:q} {params.perception} --experiment {params.experiment:q}"
         " --params {params.hp:q} --out {output.metrics:q} --predictions {output.predictions:q} > {log} 2>&1"
+
+
+# Released eP-ALM checkpoints (epalm.init_from) instead of training: each task's connection and
+# prompt mapped onto vltune's names, then scored by the evaluation rule above.
+rule import_epalm:
+    input:
+        source=imported_epalm_source,
+        lm=f"resources/backbones/{OPT}",
+        encoder=f"resources/backbones/{VIT}",
+    output:
+        checkpoint=directory("results/epalm/{method}/imported/{task}/checkpoint"),
+        ledger="results/ledger/import_epalm/{method}/imported/{task}.json",
+    params:
+        hp=import_epalm_params,
+    log:
+        "logs/import_epalm/{method}/{task}.log",
+    benchmark:
+        "benchmarks/import_epalm/{method}/{task}.tsv"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=attempt_runtime,
+        slurm_partition=RES["cpu_partition"],
+    conda:
+        "../../envs/vltune.yaml"
+    shell:
+        "vltune --threads {threads} --ledger {output.ledger:q} import-checkpoint --from epalm {input.source:q}"
+        " --out {output.checkpoint:q} --method {wildcards.method:q} --lm {input.lm:q} --encoder {input.encoder:q}"
+        " --task {wildcards.task:q} --params {params.hp:q} > {log} 2>&1"
+
+
+use rule evaluate_epalm as evaluate_imported_epalm with:
+    input:
+        unpack(epalm_inputs),
+        checkpoints=imported_epalm_checkpoints,
+    output:
+        metrics=report(
+            "results/epalm/{method}/imported/metrics.json",
+            caption="../report/epalm_metrics.rst",
+            category=CATEGORY["epalm"],
+            subcategory="metrics",
+            labels={"method": "{method}", "seed": "imported"},
+        ),
+        ledger="results/ledger/evaluate_epalm/{method}/imported.json",
+        predictions="results/epalm/{method}/imported/predictions.json",
+    params:
+        data=tables_dir,
+        hp=epalm_evaluate_params,
+        perception=perception_arg,
+        checkpoints=imported_epalm_checkpoint_args,
+        experiment="epalm-imported",
+    log:
+        "logs/evaluate_epalm/{method}/imported.log",
+    benchmark:
+        "benchmarks/evaluate_epalm/{method}/imported.tsv"

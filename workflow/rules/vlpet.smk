@@ -84,3 +84,61 @@ rule evaluate_vlbart:
         " --checkpoint {input.checkpoint:q} --backbone {input.backbone:q} --data {params.data:q}"
         " --features {input.features:q} --experiment {params.experiment:q} --params {params.hp:q}"
         " --out {output.metrics:q} --predictions {output.predictions:q} > {log} 2>&1"
+
+
+# A released VL-PET checkpoint (vlpet.init_from) instead of fine-tuning: its official names mapped
+# onto vltune's, then scored by the evaluation rule above on the imported folders.
+rule import_vlbart:
+    input:
+        source=imported_vlpet_source,
+        backbone=family_backbone,
+        features=FEATURES,
+    output:
+        checkpoint=directory("results/vlpet/{family}/{method}/imported/checkpoint"),
+        backbone=directory("results/vlpet/{family}/{method}/imported/backbone"),
+        ledger="results/ledger/import_vlbart/{family}/{method}/imported.json",
+    params:
+        hp=import_vlpet_params,
+    log:
+        "logs/import_vlbart/{family}/{method}.log",
+    benchmark:
+        "benchmarks/import_vlbart/{family}/{method}.tsv"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=attempt_runtime,
+        slurm_partition=RES["cpu_partition"],
+    conda:
+        "../../envs/vltune.yaml"
+    shell:
+        "vltune --threads {threads} --ledger {output.ledger:q} import-checkpoint --from vlpet {input.source:q}"
+        " --family {wildcards.family:q} --out {output.checkpoint:q} --backbone-out {output.backbone:q}"
+        " --method {wildcards.method:q} --backbone {input.backbone:q} --features {input.features:q}"
+        " --params {params.hp:q} > {log} 2>&1"
+
+
+use rule evaluate_vlbart as evaluate_imported_vlbart with:
+    input:
+        checkpoint="results/vlpet/{family}/{method}/imported/checkpoint",
+        # the released model's own LM, which the imported adapters apply to
+        backbone="results/vlpet/{family}/{method}/imported/backbone",
+        features=FEATURES,
+        tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
+    output:
+        metrics=report(
+            "results/vlpet/{family}/{method}/imported/metrics.json",
+            caption="../report/metrics.rst",
+            category=CATEGORY["evaluation"],
+            subcategory="{family}",
+            labels={"method": "{method}", "seed": "imported", "steps": "imported"},
+        ),
+        ledger="results/ledger/evaluate_vlbart/{family}/{method}/imported.json",
+        predictions="results/vlpet/{family}/{method}/imported/predictions.json",
+    params:
+        data=tables_dir,
+        experiment=imported_vlpet_experiment,
+        hp=imported_evaluate_params,
+    log:
+        "logs/evaluate_vlbart/{family}/{method}/imported.log",
+    benchmark:
+        "benchmarks/evaluate_vlbart/{family}/{method}/imported.tsv"

@@ -127,7 +127,7 @@ def make_batch(args, vocab: int, device: str, image_size: int = 0) -> dict:
 def measure_device(args, device: str) -> dict:
     from vltune.das.vlmo import forward_call
     from vltune.evaluate.cost import count_flops, first_token_call
-    from vltune.pet.das import encoder_blocks
+    from vltune.pet.das.inject import encoder_blocks
 
     n = len(encoder_blocks(build_model(args, "meta", [])))
     variants = {j: build_model(args, device, list(range(n - j, n))) for j in range(n + 1)}

@@ -524,7 +524,8 @@ def _evaluate_das_encdec(args, p: dict, cost_params: dict):
 
 
 def _kept_encoder_blocks(model):
-    from .pet.das import SkippedBlock, encoder_blocks
+    from .pet.das.inject import encoder_blocks
+    from .pet.das.layer import SkippedBlock
 
     return (b for b in encoder_blocks(model) if not isinstance(b, SkippedBlock))
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 from vltune.das import SearchConfig, SkipPolicy, SkippableBlock, run_search, set_skipped
-from vltune.pet.das import SkippedBlock
+from vltune.pet.das.layer import SkippedBlock
 from vltune.train.loop import TrainConfig
 
 

@@ -17,7 +17,7 @@ from vltune.das.vlmo import forward_call
 from vltune.evaluate.cost import count_flops
 from vltune.models.vlmo import VLMo, VLMoConfig
 from vltune.pet import apply_pet, count_parameters
-from vltune.pet.das import DasAdapter, SkippedBlock
+from vltune.pet.das.layer import DasAdapter, SkippedBlock
 from vltune.train.vlmo_tasks import TaskModel
 
 D, LAYERS, R, R_SKIP, N_ANSWERS = 16, 3, 4, 8, 5

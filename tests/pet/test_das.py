@@ -13,7 +13,7 @@ import torch
 from vltune.das import build_supernet, set_skipped
 from vltune.evaluate.cost import count_flops
 from vltune.pet import apply_pet, count_parameters, load_pet, save_pet
-from vltune.pet.das import DasAdapter, SkippedBlock
+from vltune.pet.das.layer import DasAdapter, SkippedBlock
 
 from tiny_models import make_batch, make_vlbart, make_vlt5, vl_logits
 

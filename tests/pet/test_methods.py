@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from vltune.pet import apply_pet, method_names
-from vltune.pet.das import DasAdapter
+from vltune.pet.das.layer import DasAdapter
 from vltune.pet.layers import Bottleneck
 from vltune.pet.vlpet.layer import LargeGate, MiddleXGate, MiddleYGate, SmallGate, VLPetSubLayer
 

@@ -8,9 +8,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..pet.base import PetConfig
-from ..pet.das import encoder_blocks
-from ..pet.das.inject import new_stand_in
+from ..pet.config import PetConfig
+from ..pet.das.inject import encoder_blocks, new_stand_in
 from ..pet.das.layer import SkippedBlock
 from ..pet.targets import hidden_size
 

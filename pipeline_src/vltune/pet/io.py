@@ -16,7 +16,8 @@ from torch import nn
 
 from ..utils.io import atomic_path, read_json, write_json
 from ..verify import check_shapes, read_safetensors
-from .base import apply_pet, get_method, pet_config_dict, trainable_state_dict
+from .base import apply_pet, trainable_state_dict
+from .config import get_method, pet_config_dict
 
 PET_CONFIG = "pet_config.json"
 PET_WEIGHTS = "pet_model.safetensors"

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from ..models.encdec import VLBart, VisualEmbedding
-from .base import PetConfig, apply_pet, count_parameters
+from .base import apply_pet, count_parameters
+from .config import PetConfig
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from ..features.perception import KEY, perception_preprocessing
 from ..features.store import FeatureStore
 from ..models.epalm import EPALM
 from ..pet import count_parameters, get_method, is_pet_dir, load_pet, save_pet, PET_METHODS
-from ..pet.base import apply_pet, resolve_config
+from ..pet.base import apply_pet
+from ..pet.config import resolve_config
 from ..utils.io import read_json, write_json
 from ..utils.tensors import pad_sequences
 from .loop import TrainConfig, train

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..base import PetConfig, attach, freeze, init_linears, train_modules_to_save, train_norms
+from ..base import attach, freeze, init_linears, train_modules_to_save, train_norms
+from ..config import PetConfig
 from ..layers import Bottleneck
 from ..targets import find_modules, first_output, hidden_size, replace_first_output, require_family
 

@@ -1,12 +1,11 @@
 """``das``: DAS's parallel adapters on every sub-layer, and skipped encoder blocks replaced by one
-larger residual adapter each (seeds-spec §2(b)). ``skip`` lists the replaced blocks; the search
-that chooses them lives in :mod:`vltune.das`."""
+larger residual adapter each. ``skip`` lists the replaced blocks; the search
+that chooses them lives in :mod:`vltune.das`. Layers in ``.layer``, injection in ``.inject``."""
 
-from ..base import register_method
+from ..config import register_method
 from .config import DasConfig
-from .inject import encoder_blocks, inject_das
-from .layer import DasAdapter, SkippedBlock
 
-__all__ = ["DasConfig", "DasAdapter", "SkippedBlock", "encoder_blocks"]
+__all__ = ["DasConfig"]
 
-register_method("das", DasConfig, inject_das, pretty_name="DAS", paper="https://arxiv.org/abs/2309.01479")
+register_method("das", DasConfig, "vltune.pet.das.inject:inject_das", pretty_name="DAS",
+                paper="https://arxiv.org/abs/2309.01479")

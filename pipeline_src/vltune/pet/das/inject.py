@@ -20,7 +20,8 @@ from functools import partial
 
 from torch import nn
 
-from ..base import PetConfig, attach, freeze, init_linears, train_modules_to_save
+from ..base import attach, freeze, init_linears, train_modules_to_save
+from ..config import PetConfig
 from ..targets import Family, first_input, first_output, hidden_size, replace_first_output, require_family
 from .layer import DasAdapter, SkippedBlock
 

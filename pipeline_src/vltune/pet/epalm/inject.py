@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..base import PetConfig, freeze, train_modules_to_save
+from ..base import freeze, train_modules_to_save
+from ..config import PetConfig
 from ..prompt.layer import InputPrompt
 from .config import EpalmLinearConfig, EpalmPromptConfig
 from .layer import LinearConnector

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..base import PetConfig, freeze, train_modules_to_save
+from ..base import freeze, train_modules_to_save
+from ..config import PetConfig
 from ..targets import require_family
 
 PEFT_CONFIG = "adapter_config.json"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..base import PetConfig, check_positive, check_types
+from ..config import PetConfig, check_positive, check_types
 
 
 @dataclass

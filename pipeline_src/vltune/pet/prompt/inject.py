@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..base import PetConfig, freeze, init_linears, train_modules_to_save
+from ..base import freeze, init_linears, train_modules_to_save
+from ..config import PetConfig
 from ..targets import hidden_size
 from .layer import InputPrompt
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..base import PetConfig
+from ..config import PetConfig
 
 
 @dataclass

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..base import PetConfig, freeze, train_modules_to_save, train_norms
+from ..base import freeze, train_modules_to_save, train_norms
+from ..config import PetConfig
 
 
 def inject_full(model: nn.Module, config: PetConfig) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..base import PetConfig, check_positive, check_types
+from ..config import PetConfig, check_positive, check_types
 
 # Registry name → granularity of the gate G (seeds-spec §1(b) item 3).
 GATE_OF_METHOD = {"vlpet-large": "large", "vlpet-middlex": "middlex", "vlpet-middley": "middley", "vlpet-small": "small"}

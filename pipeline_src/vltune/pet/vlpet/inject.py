@@ -16,7 +16,8 @@ from functools import partial
 import torch
 from torch import nn
 
-from ..base import PetConfig, attach, freeze, init_linears, train_modules_to_save, train_norms
+from ..base import attach, freeze, init_linears, train_modules_to_save, train_norms
+from ..config import PetConfig
 from ..layers import Bottleneck
 from ..targets import find_modules, first_input, first_output, hidden_size, replace_first_output, require_family
 from .layer import MiddleYGate, VLPetSubLayer

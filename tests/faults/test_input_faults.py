@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,3 +101,71 @@ def test_a_command_whose_loss_diverges_exits_2_with_one_line_and_no_output(tiny_
         "or check the inputs"]
     assert not out.exists()
     assert (resume / "latest").read_text() == "step-00000001"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+
+
+@pytest.mark.parametrize("text", ["1e-4", "1.0e9", "5E3", "-2e-3", "5.e3", "1e+2"])
+def test_the_suggested_spelling_is_the_number_yaml_1_1_reads(text):
+    """PyYAML (YAML 1.1) reads each ``text`` as a string, and the spelling suggested as the float
+    ``text`` means."""
+    import yaml
+
+    from vltune.config_numbers import yaml11_spelling
+
+    assert yaml.safe_load(f"v: {text}")["v"] == text
+    spelling = yaml11_spelling(text, integer=False)
+    loaded = yaml.safe_load(f"v: {spelling}")["v"]
+    assert isinstance(loaded, float) and loaded == float(text)
+
+
+def _tiny_config(yaml_text: str) -> dict:
+    """The tiny test config with ``yaml_text`` merged into it, as Snakemake merges a --configfile."""
+    import yaml
+    from snakemake.utils import update_config
+
+    cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
+    update_config(cfg, yaml.safe_load(yaml_text))
+    return cfg
+
+
+def test_numbers_yaml_reads_as_text_are_named_with_their_key_and_spelling():
+    """Where the schema wants a number: a plain key, a key whose schema is a oneOf (null or a
+    number), a list item, and an integer key; strings the schema allows are left alone."""
+    import yaml
+
+    from vltune.config_numbers import numbers_written_as_text
+
+    cfg = _tiny_config("vlpet: {train: {lr: 1e-4}, dropout: 1e-1}\n"
+                       "merging: {arithmetic: {lambdas: [0.5, 1e-1]}}\n"
+                       "world: {seed: 1e3}\n")
+    assert numbers_written_as_text(cfg, yaml.safe_load(SCHEMA.read_text())) == [
+        "config key merging.arithmetic.lambdas[1]: '1e-1' is text, not a number, to YAML 1.1 (a float needs a dot "
+        "and a signed exponent); write 1.0e-1",
+        "config key vlpet.dropout: '1e-1' is text, not a number, to YAML 1.1 (a float needs a dot and a signed "
+        "exponent); write 1.0e-1",
+        "config key vlpet.train.lr: '1e-4' is text, not a number, to YAML 1.1 (a float needs a dot and a signed "
+        "exponent); write 1.0e-4",
+        "config key world.seed: '1e3' is text, not a number, to YAML 1.1 (a float needs a dot and a signed "
+        "exponent); write 1000",
+    ]
+    assert numbers_written_as_text(_tiny_config("vlpet: {train: {lr: 1.0e-4}}\n"),
+                                   yaml.safe_load(SCHEMA.read_text())) == []
+
+
+def test_snakemake_refuses_a_learning_rate_written_1e_4_naming_the_key_and_the_fix(tmp_path, load_module):
+    """The real parse (`snakemake -n`, the tiny config plus an override file): non-zero exit, the
+    message names the key and how to write it, and no job ran."""
+    snakemake_dry_run = load_module(ROOT / "tests/workflow/dry_runs.py", "dry_runs").snakemake_dry_run
+
+    override = tmp_path / "override.yaml"
+    override.write_text("vlpet:\n  train:\n    lr: 1e-4\n")
+    proc = snakemake_dry_run(tmp_path, ROOT / ".test/config/config.yaml", override)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert ("config key vlpet.train.lr: '1e-4' is text, not a number, to YAML 1.1 (a float needs a dot and a "
+            "signed exponent); write 1.0e-4") in out, out[-2000:]
+    assert "Failed validating" not in out
+    assert not (tmp_path / "resources").exists()

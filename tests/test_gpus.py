@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,11 @@ from vltune.errors import UserError
 from vltune.gpus import claim_gpus
 
 HOLDER = """
-import os, sys, time
+import os, sys
 from vltune.gpus import claim_gpus
 with claim_gpus(int(sys.argv[1]), poll_s=0.05):
     print(os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
-    time.sleep(float(sys.argv[2]))
+    sys.stdin.readline()  # holds its GPUs until told (a line, or its stdin closed)
 """
 
 
@@ -32,16 +31,17 @@ def fake_gpus(tmp_path, monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
-def hold(n: int, seconds: float) -> tuple[subprocess.Popen, str]:
-    """A job holding ``n`` GPUs for ``seconds``; returns it with the devices it was given."""
-    job = subprocess.Popen([sys.executable, "-c", HOLDER, str(n), str(seconds)], stdout=subprocess.PIPE, text=True,
-                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+def hold(n: int) -> tuple[subprocess.Popen, str]:
+    """A job holding ``n`` GPUs until a line is written to its stdin; returns it with the devices
+    it was given."""
+    job = subprocess.Popen([sys.executable, "-c", HOLDER, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     return job, job.stdout.readline().strip()
 
 
 def test_concurrent_jobs_get_disjoint_gpus_and_a_third_waits(fake_gpus):
-    a, devices_a = hold(2, 30)
-    b, devices_b = hold(1, 30)
+    a, devices_a = hold(2)
+    b, devices_b = hold(1)
     try:
         ids_a, ids_b = set(devices_a.split(",")), set(devices_b.split(","))
         assert len(ids_a) == 2 and len(ids_b) == 1 and not ids_a & ids_b and ids_a | ids_b == {"0", "1", "2"}
@@ -60,11 +60,30 @@ def test_concurrent_jobs_get_disjoint_gpus_and_a_third_waits(fake_gpus):
 
 
 def test_a_job_waiting_for_two_gpus_starts_when_they_come_free(fake_gpus):
-    a, devices_a = hold(2, 1.0)
-    t0 = time.monotonic()
-    with claim_gpus(3, poll_s=0.05, timeout_s=30) as ids:
-        assert ids == [0, 1, 2] and time.monotonic() - t0 > 0.3
-    a.wait()
+    """A claim of all 3 GPUs waits while a job holds 2 of them and gets them once it lets go."""
+    import threading
+
+    a, devices_a = hold(2)
+    got, claimed = [], threading.Event()
+
+    def claim_all():
+        with claim_gpus(3, poll_s=0.05, timeout_s=60) as ids:
+            got.append(ids)
+            claimed.set()
+
+    waiter = threading.Thread(target=claim_all)
+    try:
+        waiter.start()
+        assert not claimed.wait(1.0), "claimed 3 GPUs while another job held 2 of them"
+        a.stdin.write("release\n")
+        a.stdin.flush()
+        assert a.wait(timeout=60) == 0
+        waiter.join(timeout=60)
+        assert got == [[0, 1, 2]]
+    finally:
+        a.kill()
+        a.wait()
+        waiter.join(timeout=60)
 
 
 def test_scheduler_assignment_and_cpu_machines_claim_nothing(fake_gpus, monkeypatch):

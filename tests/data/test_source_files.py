@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 import zipfile
 
@@ -82,20 +83,53 @@ def test_member_outside_the_archive_root_refuses_the_archive(tmp_path, pack, evi
             files.files()
 
 
-def test_links_in_archives_are_refused(tmp_path):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
+def _tar_with_link(path, kind, last=False):
+    """A tar whose ``images/1.jpg`` is a symlink or a hardlink (to an escaping path or to a regular
+    member ``a.txt``), written before or after the regular members."""
+    with tarfile.open(path, "w") as tf:
         link = tarfile.TarInfo("images/1.jpg")
-        link.type, link.linkname = tarfile.SYMTYPE, "../../etc/passwd"
-        tf.addfile(link)
-    (tmp_path / "a.tar").write_bytes(buf.getvalue())
+        link.type, link.linkname = {"symlink": (tarfile.SYMTYPE, "../../etc/passwd"),
+                                    "hardlink": (tarfile.LNKTYPE, "a.txt")}[kind]
+        regular = tarfile.TarInfo("a.txt")
+        regular.size = 5
+        if not last:
+            tf.addfile(link)
+        tf.addfile(regular, io.BytesIO(b"hello"))
+        if last:
+            tf.addfile(link)
+
+
+@pytest.mark.parametrize("last", [False, True], ids=["link-first", "link-last"])
+@pytest.mark.parametrize("kind", ["symlink", "hardlink"])
+def test_tar_link_members_refuse_the_archive_naming_the_member(tmp_path, kind, last):
+    _tar_with_link(tmp_path / "a.tar", kind, last)
     with SourceFiles.open(_record(tmp_path, [(tmp_path / "a.tar", True)])) as files:
-        with pytest.raises(ConvertError, match=r"a\.tar: member 'images/1\.jpg' is a link"):
+        with pytest.raises(ConvertError, match=rf"^{re.escape(str(tmp_path / 'a.tar'))}: member 'images/1\.jpg' is a link; "
+                                               "refusing the archive$"):
             files.files()
+
+
+def test_zip_symlink_members_refuse_the_archive_naming_the_member(tmp_path):
     _zip(tmp_path / "b.zip", {"ok.txt": b"x"}, symlinks=["images/2.jpg"])
     with SourceFiles.open(_record(tmp_path, [(tmp_path / "b.zip", True)])) as files:
-        with pytest.raises(ConvertError, match=r"b\.zip: member 'images/2\.jpg' is a link"):
+        with pytest.raises(ConvertError, match=rf"^{re.escape(str(tmp_path / 'b.zip'))}: member 'images/2\.jpg' is a link; "
+                                               "refusing the archive$"):
             files.files()
+
+
+def test_convert_of_an_archive_holding_a_hardlink_is_one_line_and_writes_nothing(tmp_path, capsys):
+    """Through the CLI: exit 2, one line naming the archive and the member, no table written, and
+    nothing extracted next to the archive."""
+    from vltune.cli import main
+
+    _tar_with_link(tmp_path / "gqa.tar", "hardlink", last=True)
+    rec = _record(tmp_path, [(tmp_path / "gqa.tar", True)])
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert main(["convert", "--source", f"gqa={rec}", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"vltune convert: error: {tmp_path / 'gqa.tar'}: member 'images/1.jpg' is a link; "
+                   "refusing the archive\n")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
 
 def test_missing_duplicate_and_changed_files_are_errors(tmp_path):

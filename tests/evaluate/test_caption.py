@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
@@ -14,10 +13,6 @@ from vltune.evaluate.caption import (
     caption_metrics_percent,
     close_meteor,
     require_java,
-)
-
-needs_java = pytest.mark.skipif(
-    shutil.which("java") is None, reason="Java is not installed (PTB tokenizer and METEOR)"
 )
 
 PREDS = {
@@ -55,7 +50,6 @@ def _direct(preds, refs, meteor):
     }
 
 
-@needs_java
 def test_equals_pycocoevalcap_called_directly():
     ours = caption_metrics(PREDS, REFS)
     assert tuple(ours) == CAPTION_KEYS
@@ -69,7 +63,6 @@ def test_equals_pycocoevalcap_called_directly():
     assert 0.0 < ours["cider"] and 0.0 < ours["meteor"] < 1.0
 
 
-@needs_java
 def test_repeated_calls_and_odd_whitespace():
     first = caption_metrics(PREDS, REFS)
     # \r and other line breaks inside a caption would split it into two tokenizer lines and
@@ -81,7 +74,6 @@ def test_repeated_calls_and_odd_whitespace():
     assert pct == pytest.approx({k: 100 * v for k, v in first.items()})
 
 
-@needs_java
 def test_perfect_caption_scores_high_and_wrong_caption_low():
     refs = {str(i): [f"a {c} circle", f"one {c} circle", f"the {c} round shape"]
             for i, c in enumerate(["red", "blue", "green", "pink"])}
@@ -132,7 +124,6 @@ def test_broken_or_old_java_raises(monkeypatch):
     require_java()
 
 
-@needs_java
 def test_close_meteor_stops_the_java_process():
     caption_metrics(PREDS, REFS)
     proc = caption._METEOR._meteor.meteor_p

@@ -109,9 +109,23 @@ def test_dare_hand_computed_from_its_masks():
         delta = sum(t[m][i] * masks[m][i].item() / 0.5 for m in range(2))
         expected[i] += 0.5 * delta
     torch.testing.assert_close(out, expected)
-    # the masks depend on the tensor's name and the input's position, not on the visiting order
-    assert not torch.equal(masks[0], random_mask(base.shape, 0.5, 11, "other.w", 0)) or \
-        not torch.equal(masks[1], random_mask(base.shape, 0.5, 11, "other.w", 1))
+    # merging another tensor first draws nothing from this one's masks
+    run("dare", [base + t[1], base + t[0]], base=base, key="other.w", density=0.5, seed=11, **{"lambda": 0.5})
+    torch.testing.assert_close(run("dare", [base + t[0], base + t[1]], base=base, key="layer.w", density=0.5,
+                                   seed=11, **{"lambda": 0.5}), out)
+
+
+def test_dare_masks_depend_on_the_tensor_name_and_the_input_position():
+    """On 4000 entries each (seed, name, position) draws its own Bernoulli(density) mask: the four
+    masks of two names × two positions differ pairwise, the same arguments draw the same mask,
+    and each keeps close to `density` of the entries (binomial sd 0.008 at 0.5)."""
+    shape = torch.Size([40, 100])
+    masks = {(key, i): random_mask(shape, 0.5, 11, key, i) for key in ("layer.w", "other.w") for i in range(2)}
+    pairs = [(a, b) for a in masks for b in masks if a < b]
+    assert len(pairs) == 6 and not any(torch.equal(masks[a], masks[b]) for a, b in pairs)
+    assert all(torch.equal(random_mask(shape, 0.5, 11, key, i), m) for (key, i), m in masks.items())
+    assert all(0.46 < m.float().mean().item() < 0.54 for m in masks.values())
+    assert not torch.equal(random_mask(shape, 0.5, 12, "layer.w", 0), masks["layer.w", 0])
 
 
 def test_dare_without_rescale_and_full_density_is_arithmetic():

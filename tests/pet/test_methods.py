@@ -18,13 +18,6 @@ from vltune.pet.vlpet.layer import LargeGate, MiddleXGate, MiddleYGate, SmallGat
 from tiny_models import make_batch, make_t5, make_vlbart, make_vlt5, vl_logits
 
 VLPET = ["vlpet-large", "vlpet-middlex", "vlpet-middley", "vlpet-small"]
-NEEDS_PEFT = {"lora"}
-
-
-def _skip_without_peft(method: str) -> None:
-    if method in NEEDS_PEFT:
-        pytest.importorskip("peft")
-
 
 @torch.no_grad()
 def _make_identity(model: torch.nn.Module) -> None:
@@ -47,7 +40,6 @@ IDENTITY_CONFIGS = [{"method": m} for m in method_names() if m != "prompt"] + [{
 
 @pytest.mark.parametrize("spec", IDENTITY_CONFIGS, ids=lambda s: s["method"])
 def test_zero_modification_keeps_vlbart_outputs_and_generation(spec):
-    _skip_without_peft(spec["method"])
     model, batch = make_vlbart(), make_batch(n_images=2)
     base = copy.deepcopy(model)
     apply_pet(model, spec)
@@ -60,7 +52,6 @@ def test_zero_modification_keeps_vlbart_outputs_and_generation(spec):
 
 @pytest.mark.parametrize("method", VLPET + ["adapter", "lora"])
 def test_zero_modification_keeps_t5_outputs(method):
-    _skip_without_peft(method)
     model = make_t5()
     base = copy.deepcopy(model)
     apply_pet(model, {"method": method, "scaling": 1.0} if method.startswith("vlpet") else method)
@@ -185,7 +176,6 @@ def _expected_trainable(method: str, name: str) -> bool:
 
 @pytest.mark.parametrize("method", method_names())
 def test_only_intended_parameters_get_gradients(method):
-    _skip_without_peft(method)
     model = apply_pet(make_vlbart(), method).train()
     batch = make_batch(n_images=2)
     model(batch["input_ids"], batch["attention_mask"], batch["vis_feats"], batch["vis_order"], labels=batch["labels"]).loss.backward()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import peft
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -45,8 +46,6 @@ def _vl_batch(tokenizer) -> dict:
 
 @pytest.mark.parametrize("method", method_names())
 def test_save_load_vlbart_reproduces_outputs(method, backbone_dir, tokenizer, tmp_path):
-    if method == "lora":
-        pytest.importorskip("peft")
     from vltune.train.multitask import apply_method, build_vlbart, load_vlbart, save_vlbart
 
     torch.manual_seed(1)
@@ -85,7 +84,6 @@ def test_config_dict_round_trips_through_json(tmp_path):
 
 
 def test_lora_checkpoint_is_peft_format_and_loads_with_peft_model(tmp_path):
-    peft = pytest.importorskip("peft")
     model = make_vlbart()
     base_hf = make_vlbart().bart  # same seed: the same frozen backbone weights
     apply_pet(model, "lora")

@@ -35,7 +35,7 @@ def test_training_command_records_resolved_config_versions_device_memory_and_tim
 
     assert torch.__version__.startswith(record["packages"]["torch"])
     assert record["device"].startswith("cpu") and record["gpus"] == 0 and record["processes"] == 1
-    assert record["peak_rss_mb"] > 50 and 0 < record["wall_s"] < 600
+    assert record["peak_rss_mb"] > 50 and record["wall_s"] > 0
     assert "hf_secret" not in text
 
 

@@ -104,9 +104,22 @@ def test_merging_table_lists_the_path_in_order_with_diagnostics_and_the_plot(tmp
     assert (tmp_path / "report/merging.png").stat().st_size > 5000
 
 
-def test_merging_plot_without_merging_runs_says_so(tmp_path):
+def test_merging_plot_without_merging_runs_says_so(tmp_path, monkeypatch):
+    """Both panels of merging.png carry the notice and nothing else (read off the figure as it is
+    saved), and the file is a PNG."""
+    from matplotlib.figure import Figure
+
+    saved, real_savefig = {}, Figure.savefig
+
+    def spy(fig, fname, *args, **kwargs):
+        saved[str(fname)] = [([t.get_text() for t in ax.texts], len(ax.lines), ax.axison) for ax in fig.axes]
+        return real_savefig(fig, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
     write_report([_run(tmp_path, 1, 70.0, 200.0)], tmp_path / "report")
-    assert (tmp_path / "report/merging.png").exists()
+    merging = [panels for name, panels in saved.items() if "merging" in name.rsplit("/", 1)[-1]]
+    assert merging == [[(["no merging-study runs in this configuration"], 0, False)] * 2]
+    assert (tmp_path / "report/merging.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_each_experiment_averages_its_own_tasks(tmp_path):

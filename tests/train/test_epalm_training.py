@@ -108,7 +108,7 @@ def test_only_the_connection_and_prompt_change_and_the_loss_falls(backbones, tin
     assert losses[-1] < 0.995 * losses[0] and np.mean(losses[-5:]) < np.mean(losses[:5])
 
 
-def test_finetune_saves_only_the_slots_and_evaluates(backbones, tiny_world, tmp_path):
+def test_finetune_saves_only_the_slots_and_evaluates(backbones, tiny_world, tmp_path, monkeypatch):
     from safetensors import safe_open
 
     from vltune.evaluate.epalm import evaluate_epalm
@@ -136,8 +136,38 @@ def test_finetune_saves_only_the_slots_and_evaluates(backbones, tiny_world, tmp_
     with safe_open(str(weights), "pt") as f:
         for n in names:
             assert torch.equal(saved[n], f.get_tensor(n))
-    metrics, metas = evaluate_epalm({"vqa": out}, tiny_world, backbones / "perception", batch_size=16, num_beams=2)
-    assert 0 <= metrics["vqa_accuracy"] <= 100 and metas["vqa"]["method"] == "epalm-prompt"
+    predictions = {}
+    metrics, metas = evaluate_epalm({"vqa": out}, tiny_world, backbones / "perception", batch_size=16, num_beams=2,
+                                    save_predictions=predictions)
+    assert metas["vqa"]["method"] == "epalm-prompt"
+    # the official VQA accuracy (https://visualqa.org/evaluation.html) of what was predicted, from
+    # the test table's ten answers: mean over the ten leave-one-out subsets of min(1, matches / 3)
+    from vltune.data.tables import read_table, table_path
+
+    table = read_table(table_path(tiny_world, "vqa"), "vqa").to_pandas()
+    answers = {str(r.question_id): list(r.answers) for r in table[table.split == "test"].itertuples()}
+
+    def official(pred, ans):
+        return np.mean([min(1.0, sum(a == pred.strip().lower() for a in ans[:i] + ans[i + 1:]) / 3)
+                        for i in range(len(ans))])
+
+    preds = {p["id"]: p["prediction"] for p in predictions["vqa"]}
+    assert sorted(preds) == sorted(answers)  # every test question, once
+    assert metrics["vqa_accuracy"] == pytest.approx(100 * np.mean([official(preds[q], answers[q]) for q in answers]))
+    # a decoder that answers each question with its first annotator's answer: scored against that
+    # question's own answers (a tiny model's predictions score 0 whatever they are compared with)
+    import vltune.evaluate.epalm as epalm_eval
+
+    # (only where every answer is one plain word, which the official normalisation leaves as it is;
+    # elsewhere an empty answer)
+    words = {"a", "an", "the", "none", "zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+             "nine", "ten"}
+    plain = {q: ans for q, ans in answers.items() if all(a.isalpha() and a.islower() and a not in words for a in ans)}
+    first_answer = {q: ans[0] if q in plain else "" for q, ans in answers.items()}
+    monkeypatch.setattr(epalm_eval, "decode", lambda model, tok, ex, *a, **k: [first_answer[str(i)] for i in ex.ids])
+    first, _ = evaluate_epalm({"vqa": out}, tiny_world, backbones / "perception", batch_size=16, num_beams=2)
+    expected = 100 * np.mean([official(first_answer[q], ans) for q, ans in answers.items()])
+    assert 0 < expected < 100 and first["vqa_accuracy"] == pytest.approx(expected)
     with pytest.raises(ValueError, match="trained on 'vqa', not 'gqa'"):
         evaluate_epalm({"gqa": out}, tiny_world, backbones / "perception")
 

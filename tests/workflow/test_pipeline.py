@@ -51,8 +51,8 @@ def test_summary_has_one_row_per_run_and_baseline(pipeline_run):
         assert (full.trainable_pct == 100.0).all() and (full.trainable_params == full.total_params).all()
         # a PET run trains a small share of a bigger model (its layers are added to the same backbone)
         assert (pet.trainable_pct < 50).all() and (pet.total_params > full.total_params.iloc[0]).all()
+        assert runs[["vqa_accuracy", "gqa_accuracy", "nlvr2_accuracy"]].apply(lambda s: s.between(0, 100)).all().all()
     assert set(df[df.experiment == "baselines"].method) == {"majority_type", "majority_overall", "constant_caption"}
-    assert runs[["vqa_accuracy", "gqa_accuracy", "nlvr2_accuracy"]].apply(lambda s: s.between(0, 100)).all().all()
     epalm = df[df.experiment == "epalm"]
     assert sorted(epalm.method) == ["epalm-linear", "epalm-prompt"] and (epalm.trainable_pct < 10).all()
     assert epalm.vqa_accuracy.between(0, 100).all() and epalm.caption_cider.notna().all()

@@ -23,6 +23,10 @@ def check_finite(value, key="config"):
 
 
 check_finite(config)
+# `1e-4` and `1.0e9` are text to YAML 1.1: refused naming the key and the spelling it reads as a number.
+from vltune.config_numbers import check_numbers_written_as_text
+
+check_numbers_written_as_text(config, os.path.join(workflow.current_basedir, "../schemas/config.schema.yaml"))
 # Rejects unknown keys and wrong types before any job starts, and fills the schema's defaults.
 validate(config, schema="../schemas/config.schema.yaml")
 

@@ -59,8 +59,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # "auto" = bf16 on CUDA, fp32 on CPU; or "no" / "bf16"
     # Which parameters AdamW does not decay: "bias_and_norm" (every 1-D tensor: biases and norm
     # weights, standard practice) or "name" (the VL-Adapter/VL-PET code's name filter: names holding
-    # "bias" or "LayerNorm.weight"; BART's `*_layer_norm.weight` and VL-PET's middleY z are decayed,
-    # seeds-spec §1(f) item 8).
+    # "bias" or "LayerNorm.weight"; BART's `*_layer_norm.weight` and VL-PET's middleY z are decayed).
     no_decay: str = "bias_and_norm"
 
     def __post_init__(self):
@@ -73,6 +72,11 @@ class TrainConfig:
         if self.no_decay not in NO_DECAY_RULES:
             raise ValueError(f"no_decay must be one of {sorted(NO_DECAY_RULES)}, got {self.no_decay!r}")
         self.betas = tuple(self.betas)
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN or infinite: training stops before that step's update (a too-high
+    learning rate, an unscaled loss weight, bad input values)."""
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -187,8 +191,8 @@ def train(
         # DDP averages gradients over processes, hence × world: the result is d(Σ loss_sum / Σ count).
         loss = loss_sum * (world / total)
         global_loss = all_sum(loss_sum.detach()) / total
-        if not torch.isfinite(global_loss):
-            raise FloatingPointError(f"{desc}: loss is {global_loss.item()} at step {step}")
+        if not torch.isfinite(global_loss):  # before backward: no update, no checkpoint of this state
+            raise NonFiniteLoss(_non_finite_message(desc, global_loss.item(), step, cfg, resume_dir))
         accelerator.backward(loss)
         if cfg.grad_clip > 0:
             accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -219,6 +223,14 @@ def train(
     model.eval()
     final_loss = history[-1]["loss"] if history else math.nan
     return {"history": history, "wall_s": time.perf_counter() - t0, "resumed_from": start, "final_loss": final_loss}
+
+
+def _non_finite_message(desc: str, value: float, step: int, cfg: TrainConfig, resume_dir) -> str:
+    pointer = None if resume_dir is None else Path(resume_dir) / "latest"
+    kept = (f"resume checkpoint {pointer.parent / pointer.read_text().strip()} kept"
+            if pointer is not None and pointer.exists() else "no resume checkpoint")
+    return (f"{desc}: loss is {value} at step {step + 1} of {cfg.steps} (lr {cfg.lr:g}); training stopped "
+            f"before that update, nothing saved ({kept}); lower train.lr or check the inputs")
 
 
 def _loss_terms(out, world: int, desc: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,10 +3,10 @@ accounting database), brought up by scripts/slurm-local.sh: the tiny config runs
 rules are submitted with --gpus (and get a GPU of their own), CPU rules without, and a failing
 rule is reported as failed instead of hanging the run.
 
-.ci/run installs slurm-wlm and munge (scripts/slurm-local.sh install); the fixture starts the
-daemons and stops exactly those it started. The tests skip, saying why, only where Slurm cannot be
-installed (not root, no apt-get, apt-get failed); a cluster that is installed but does not come up
-fails them."""
+.ci/run installs slurm-wlm and munge (scripts/test-tools.sh, through slurm-local.sh install); the fixture starts the
+daemons and stops exactly those it started. Where Slurm is missing and cannot be installed (not
+root, no apt-get, apt-get failed) the tests fail saying why, as they do when a cluster that is
+installed does not come up."""
 
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ def slurm_cluster():
     already = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True).returncode == 0
     if not already:
         reason = _why_slurm_cannot_be_installed()
-        if reason:
-            pytest.skip(reason)
+        if reason:  # a missing tool fails the suite, as a missing Java does (scripts/test-tools.sh installs both)
+            pytest.fail(f"{reason}: run `bash scripts/test-tools.sh` first")
         up = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=300)
         if up.returncode != 0:  # installed but broken: a failure, never a skip
             pytest.fail(f"scripts/slurm-local.sh start failed ({up.returncode}):\n{up.stderr[-4000:]}")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vltune.evaluate.encdec import _nlvr2_consistency
+from vltune.evaluate.metrics import nlvr2_consistency_if_identified
 from vltune.evaluate.metrics import binary_accuracy, nlvr2_consistency, nlvr2_sentence_key
 
 
@@ -68,6 +68,6 @@ def test_identifier_not_of_the_nlvr2_form_is_named():
 
 
 def test_evaluation_reports_consistency_only_for_nlvr2_identifiers():
-    assert _nlvr2_consistency([True, False], [True, True], ["dev-3-0-0", "dev-3-1-0"]) == {"nlvr2_consistency": 0.0}
+    assert nlvr2_consistency_if_identified([True, False], [True, True], ["dev-3-0-0", "dev-3-1-0"]) == {"nlvr2_consistency": 0.0}
     # ids of the synthetic world carry no sentence grouping: no consistency, rather than a wrong one
-    assert _nlvr2_consistency([True], [True], ["shapes_val_pair_000001"]) == {}
+    assert nlvr2_consistency_if_identified([True], [True], ["shapes_val_pair_000001"]) == {}

@@ -21,7 +21,7 @@ from ..errors import UserError
 from ..features.store import FeatureStore
 from ..train.vl_tasks import VisualBank, VisualTokens, load_task, make_batch
 from .caption import caption_metrics
-from .metrics import binary_accuracy, exact_match_accuracy, is_nlvr2_identifier, nlvr2_consistency
+from .metrics import binary_accuracy, exact_match_accuracy, nlvr2_consistency_if_identified
 from .vqa import NORMALIZE_MODES, vqa_accuracy
 
 log = logging.getLogger(__name__)
@@ -54,15 +54,6 @@ def nlvr2_predictions(model, tok, ex, bank, batch_size: int) -> list[bool]:
     return preds
 
 
-def _nlvr2_consistency(preds: list[bool], labels: list[bool], ids: list[str]) -> dict:
-    """``{"nlvr2_consistency": ..}`` when every example has an NLVR2 identifier, else nothing (logged)."""
-    if ids and all(is_nlvr2_identifier(i) for i in ids):
-        return {"nlvr2_consistency": nlvr2_consistency(preds, labels, ids)}
-    bad = next((i for i in ids if not is_nlvr2_identifier(i)), None)
-    log.info("nlvr2: example ids are not NLVR2 identifiers (e.g. %r); no consistency reported", bad)
-    return {}
-
-
 def evaluate_vl_model(model, tok, data_dir: str | Path, features_dir: str | Path, tasks, split: str = "test",
                       batch_size: int = 256, caption_beams: int = 5, caption_max_len: int = 30,
                       answer_max_len: int = 8, save_predictions: dict | None = None,
@@ -88,7 +79,7 @@ def evaluate_vl_model(model, tok, data_dir: str | Path, features_dir: str | Path
         if task == "nlvr2":
             preds = nlvr2_predictions(model, tok, ex, bank, batch_size)
             metrics["nlvr2_accuracy"] = binary_accuracy(preds, list(ex.refs))
-            metrics.update(_nlvr2_consistency(preds, list(ex.refs), list(ex.ids)))
+            metrics.update(nlvr2_consistency_if_identified(preds, list(ex.refs), list(ex.ids)))
         elif task in ("vqa", "gqa"):
             preds = decode_task(model, tok, ex, bank, batch_size, num_beams=1, do_sample=False,
                                 max_new_tokens=answer_max_len)

@@ -16,6 +16,7 @@ Every entry is registered with ``higher_is_better=True``, its ``task`` and ``sca
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Sequence
 
@@ -24,6 +25,8 @@ import numpy as np
 from vltune.evaluate.caption import caption_metrics_percent
 from vltune.evaluate.vqa import vqa_accuracy
 from vltune.registry import Registry
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "METRICS",
@@ -119,6 +122,16 @@ def nlvr2_consistency(
         right = _as_bool(p, "prediction", i) == _as_bool(y, "label", i)
         all_right[key] = all_right.get(key, True) and right
     return 100.0 * sum(all_right.values()) / len(all_right)
+
+
+def nlvr2_consistency_if_identified(preds: Sequence[bool], labels: Sequence[bool], ids: Sequence[str]) -> dict:
+    """``{"nlvr2_consistency": ..}`` when every example has an NLVR2 identifier, else nothing
+    (logged): examples of other datasets cannot be grouped by sentence."""
+    if ids and all(is_nlvr2_identifier(i) for i in ids):
+        return {"nlvr2_consistency": nlvr2_consistency(preds, labels, ids)}
+    bad = next((i for i in ids if not is_nlvr2_identifier(i)), None)
+    log.info("nlvr2: example ids are not NLVR2 identifiers (e.g. %r); no consistency reported", bad)
+    return {}
 
 
 def _to_numpy(sim: Any) -> np.ndarray:

@@ -102,6 +102,7 @@ class TaskData:
     refs: list = field(default_factory=list)  # vqa: 10 answers; nlvr2: label; retrieval: image index per caption
     answers: list[str] = field(default_factory=list)  # vqa: the answer vocabulary
     image_list: list[str] = field(default_factory=list)  # retrieval: the split's images, in refs' order
+    ids: list[str] = field(default_factory=list)  # nlvr2: each example's identifier (consistency groups them)
 
     def __len__(self) -> int:
         return len(self.texts.ids)
@@ -133,7 +134,7 @@ def load_task(data_dir: str | Path, task: str, split: str, tok, max_len: int,
         t = t.filter(pc.equal(t["split"], split)).to_pydict()
         labels = torch.tensor([int(y) for y in t["label"]])
         return TaskData(task, tokenize(tok, t["statement"], max_len),
-                        list(zip(t["left_image_id"], t["right_image_id"])), labels, t["label"])
+                        list(zip(t["left_image_id"], t["right_image_id"])), labels, t["label"], ids=t["pair_id"])
     if task == "retrieval":
         ids, caps = captions(data_dir, split)
         flat = [c for cs in caps for c in cs]

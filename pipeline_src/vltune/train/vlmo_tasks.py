@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.tokenizer import load_tokenizer
-from ..evaluate.metrics import binary_accuracy, retrieval_metrics
+from ..evaluate.metrics import binary_accuracy, nlvr2_consistency_if_identified, retrieval_metrics
 from ..evaluate.vqa import vqa_accuracy
 from ..merge.grams import collect, linear_modules
 from ..models.vlmo import VLMo
@@ -117,7 +117,9 @@ def evaluate_task(model: TaskModel, data: TaskData, bank: ImageBank, pad_id: int
         preds.extend(logits.argmax(-1).tolist())
     if data.task == "vqa":
         return {"vqa_accuracy": vqa_accuracy([data.answers[p] for p in preds], data.refs)}
-    return {"nlvr2_accuracy": binary_accuracy([bool(p) for p in preds], list(data.refs))}
+    preds = [bool(p) for p in preds]
+    return {"nlvr2_accuracy": binary_accuracy(preds, list(data.refs)),
+            **nlvr2_consistency_if_identified(preds, list(data.refs), list(data.ids))}
 
 
 def finetune_vlmo(init_dir, data_dir, tokenizer_dir, task: str, train_cfg: TrainConfig, batch_size: int,

@@ -19,6 +19,7 @@ import sys
 from .gpus import claim_gpus
 from .train.distributed import world
 from .utils.ledger import recording
+from .verify import forget_output_digests, record_output_digests
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,13 @@ def run(args, argv: list[str]) -> int:
         setup_runtime(threads)
         if rank:  # one log per job: the other ranks only report problems
             logging.getLogger().setLevel(logging.WARNING)
+        out = getattr(args, "out", None)
+        if out and rank == 0:
+            forget_output_digests(out)
         with recording(args.ledger, args, rank, world_size), _identity(args):
             args.func(args)
+            if out and rank == 0:
+                record_output_digests(out)  # before the ledger: a recorded job has its digests
         if getattr(args, "resume_dir", None) and rank == 0:
             from .train.checkpoint import clear_checkpoints
 

@@ -16,8 +16,12 @@ Verifying (``vltune verify PATH...``): each path is one artifact, recognised by 
 - one ``.safetensors`` file, or any other folder (a backbone, a checkpoint, a merged model):
   every ``.safetensors`` in it opens, its header parses and every tensor's bytes are read.
 
-Tensor files carry no recorded digest, so a flipped bit inside a tensor's bytes (not its header)
-is beyond what can be found there; tables and feature shards do carry one.
+Digests: every command that writes tensor files records their sizes and sha256 when it has
+finished (:func:`record_output_digests`): ``digests.json`` in an output folder (a backbone, a
+checkpoint, a merged model; a resume checkpoint has its own), ``<file>.digests.json`` beside an
+output file (a merge, Gram matrices). Every read through this module compares a file with its
+record first, so a flipped bit inside a tensor's bytes is named, not loaded. Tables and feature
+shards carry their own digests (``tables.json``, the store's ``manifest.json``).
 """
 
 from __future__ import annotations
@@ -54,6 +58,92 @@ def unreadable_safetensors(path: Path, error: Exception, hint: str = REBUILD) ->
 def _require_file(path: Path, hint: str) -> None:
     if not path.is_file():
         raise ArtifactError(f"{path}: file not found; {hint}")
+    check_digest(path, hint)
+
+
+# --- recorded digests of tensor files --------------------------------------------------------------
+
+DIGESTS = "digests.json"
+_PARENTS_SEARCHED = 3  # a file's record sits in its output folder: <out>/<sub>/<sub>/file at most
+
+
+def _record_files(root: Path, files: Iterable[Path], record: Path) -> None:
+    from .utils.io import sha256_file, write_json
+
+    write_json(record, {"format_version": 1, "files": {
+        str(f.relative_to(root)): {"bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in sorted(files)}})
+
+
+def record_digests(path: str | os.PathLike) -> Path | None:
+    """Record every ``.safetensors`` of the folder ``path`` in ``<path>/digests.json`` (or the file
+    ``path`` in ``<path>.digests.json``); None when there is no tensor file to record."""
+    path = Path(path)
+    if path.is_dir():
+        files = [f for f in path.rglob("*.safetensors") if f.is_file() and not f.name.startswith(".")]
+        if not files:
+            return None
+        _record_files(path, files, path / DIGESTS)
+        return path / DIGESTS
+    if path.is_file() and path.suffix == ".safetensors":
+        record = path.with_name(path.name + ".digests.json")
+        _record_files(path.parent, [path], record)
+        return record
+    return None
+
+
+def record_output_digests(out: str | os.PathLike) -> None:
+    """After a command: digests of the tensor files of its ``--out``. A feature store or a dataset
+    folder is left alone: its manifest already holds every file's sha256."""
+    from .data.tables import TABLE_MANIFEST
+    from .features.store import MANIFEST
+
+    out = Path(out)
+    if out.is_dir() and ((out / MANIFEST).is_file() or (out / TABLE_MANIFEST).is_file()):
+        return
+    record_digests(out)
+
+
+def forget_output_digests(out: str | os.PathLike) -> None:
+    """Before a command: a record beside its output file describes the previous output, not the next."""
+    record = Path(str(out) + ".digests.json")
+    if record.is_file():
+        record.unlink()
+
+
+def _record_of(path: Path) -> tuple[Path, dict] | None:
+    from .utils.io import read_json
+
+    candidates = [(path.with_name(path.name + ".digests.json"), path.name)]
+    candidates += [(parent / DIGESTS, str(path.relative_to(parent)))
+                   for parent in list(path.parents)[:_PARENTS_SEARCHED]]
+    for record, name in candidates:
+        if record.is_file():
+            try:
+                entry = read_json(record)["files"].get(name)
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                raise ArtifactError(f"{record}: not a digest record ({e}); {REBUILD}") from None
+            if entry is not None:
+                return record, entry
+    return None
+
+
+def check_digest(path: str | os.PathLike, hint: str = REBUILD) -> None:
+    """Compare a tensor file with the size and sha256 its output recorded (nothing to compare when
+    there is no record: a file written by hand or by another tool)."""
+    from .utils.io import sha256_file
+
+    path = Path(path)
+    found = _record_of(path)
+    if found is None:
+        return
+    record, entry = found
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        raise ArtifactError(f"{path}: {size} bytes, {record} says {entry['bytes']} (truncated or replaced); {hint}")
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        raise ArtifactError(f"{path}: sha256 {digest[:12]}…, {record} says {entry['sha256'][:12]}… "
+                            f"(corrupted or replaced); {hint}")
 
 
 def read_safetensors(path: str | os.PathLike, hint: str = REBUILD) -> dict:

@@ -278,24 +278,38 @@ def _load_resume(resume: Path, out_features: int = 4):
     return load_latest(resume, model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0))
 
 
+# What the recorded digests (digests.json, written with every checkpoint and command output) say,
+# and what the reader says of a file without a record.
+CORRUPTED = r"sha256 [0-9a-f]{12}…, \S*digests\.json says [0-9a-f]{12}… \(corrupted or replaced\)"
+RESIZED = r"\d+ bytes, \S*digests\.json says \d+ \(truncated or replaced\)"
+
+
 @pytest.mark.parametrize("fault, message", [
-    ("flipped header", r"not a readable safetensors file \(Error while deserializing header: invalid UTF-8"),
-    ("truncated", r"not a readable safetensors file \(Error while deserializing header: invalid header length"),
+    ("flipped header", CORRUPTED),
+    ("flipped tensor byte", CORRUPTED),  # the header still parses: only the digest can tell
+    ("truncated", RESIZED),
     ("deleted", r"file not found"),
     ("wrong shape", r"tensor 'bias' has shape \[4\], the model expects \[5\]"),
-    ("pickle", r"a torch\.save file \(zip archive\), not safetensors"),
+    ("pickle", RESIZED),
+    ("flipped header, no record", r"not a readable safetensors file \(Error while deserializing header: invalid UTF-8"),
+    ("truncated, no record", r"not a readable safetensors file \(Error while deserializing header: invalid header length"),
+    ("pickle, no record", r"a torch\.save file \(zip archive\), not safetensors"),
 ])
 def test_resume_checkpoint_faults_name_the_file_and_keep_the_checkpoint(tmp_path, fault, message):
     ckpt = _resume_checkpoint(tmp_path / "resume")
     weights = ckpt / "model.safetensors"
     assert _load_resume(tmp_path / "resume")[0] == 1  # intact: resumes at step 1
-    if fault == "flipped header":
+    if fault.endswith(", no record"):
+        (ckpt / "digests.json").unlink()
+    if fault.startswith("flipped header"):
         flip(weights, 10)
-    elif fault == "truncated":
+    elif fault == "flipped tensor byte":
+        flip(weights, weights.stat().st_size - 1)
+    elif fault.startswith("truncated"):
         truncate(weights)
     elif fault == "deleted":
         weights.unlink()
-    elif fault == "pickle":
+    elif fault.startswith("pickle"):
         pickle_in_place(weights, torch.nn.Linear(3, 4).state_dict())
     with pytest.raises(UserError) as e:
         _load_resume(tmp_path / "resume", out_features=5 if fault == "wrong shape" else 4)
@@ -309,7 +323,7 @@ def test_a_truncated_checkpoint_through_the_cli(tmp_path, capsys):
     ckpt = _resume_checkpoint(tmp_path / "resume")
     truncate(ckpt / "optimizer.safetensors")
     line = cli_error(capsys, ["verify", str(ckpt)])
-    assert f"first: {ckpt / 'optimizer.safetensors'}: not a readable safetensors file" in line
+    assert re.search(f"first: {re.escape(str(ckpt / 'optimizer.safetensors'))}: {RESIZED}", line), line
 
 
 @pytest.fixture(scope="module")
@@ -393,27 +407,38 @@ def merged(tmp_path_factory):
 
 
 @pytest.mark.parametrize("fault, message", [
-    ("flipped header", r"not a readable safetensors file \(Error while deserializing header"),
-    ("truncated", r"not a readable safetensors file \(Error while deserializing header: incomplete metadata"),
+    ("flipped header", CORRUPTED),
+    ("flipped tensor byte", CORRUPTED),
+    ("truncated", RESIZED),
     ("deleted", r"file not found"),
+    # the wider model's merge, with its own record, under this config
     ("wrong shape", r"tensor 'blocks\.0\.mlp\.fc1\.bias' has shape \[64\], the model expects \[32\]"),
-    ("pickle", r"a torch\.save file \(zip archive\), not safetensors"),
+    ("pickle", RESIZED),
+    ("flipped header, no record", r"not a readable safetensors file \(Error while deserializing header"),
+    ("truncated, no record", r"not a readable safetensors file \(Error while deserializing header: incomplete metadata"),
+    ("pickle, no record", r"a torch\.save file \(zip archive\), not safetensors"),
 ])
 def test_merged_model_faults_are_one_line_naming_the_file(merged, tmp_path, fault, message):
     from vltune.train.vlmo_pretrain import WEIGHTS, load_vlmo
 
     model_dir = Path(shutil.copytree(merged / "merged", tmp_path / "merged"))
     weights = model_dir / WEIGHTS
+    assert (model_dir / "digests.json").is_file()  # written by the merge-experts command
     load_vlmo(model_dir)  # intact
-    if fault == "flipped header":
+    if fault.endswith(", no record"):
+        (model_dir / "digests.json").unlink()
+    if fault.startswith("flipped header"):
         flip(weights, 9)
-    elif fault == "truncated":
+    elif fault == "flipped tensor byte":
+        flip(weights, weights.stat().st_size - 1)
+    elif fault.startswith("truncated"):
         truncate(weights)
     elif fault == "deleted":
         weights.unlink()
     elif fault == "wrong shape":
-        shutil.copy(merged / "wide" / WEIGHTS, weights)  # the wider model's merge under this config
-    elif fault == "pickle":
+        for name in (WEIGHTS, "digests.json"):
+            shutil.copy(merged / "wide" / name, model_dir / name)
+    elif fault.startswith("pickle"):
         pickle_in_place(weights, {"x": torch.zeros(2)})
     with pytest.raises((UserError, FileNotFoundError)) as e:
         load_vlmo(model_dir)
@@ -429,9 +454,32 @@ def test_a_damaged_merged_model_through_the_cli(merged, tmp_path, capsys):
     truncate(model_dir / WEIGHTS)
     line = cli_error(capsys, ["merge", "--method", "average", "--inputs", str(model_dir / WEIGHTS),
                               str(merged / "merged" / WEIGHTS), "--out", str(tmp_path / "out.safetensors")])
-    assert f"{model_dir / WEIGHTS}: not a readable safetensors file" in line
+    assert re.search(f"{re.escape(str(model_dir / WEIGHTS))}: {RESIZED}", line), line
     assert not (tmp_path / "out.safetensors").exists()
     capsys.readouterr()
     assert main(["verify", str(merged / "merged"), str(model_dir)]) == 2
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"ok {merged / 'merged'}" and out[1].startswith(f"FAILED {model_dir / WEIGHTS}: ")
+
+
+def test_an_output_file_has_its_record_beside_it_and_a_flipped_tensor_byte_stops_the_merge(tmp_path, capsys):
+    """A merge or Gram file is one file: its record is ``<file>.digests.json``; a command that
+    writes the file again drops the old record first (it describes the previous output)."""
+    from safetensors.torch import save_file
+
+    from vltune.verify import forget_output_digests, record_output_digests
+
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    for i, path in enumerate((a, b)):
+        save_file({"w": torch.full((64,), float(i))}, str(path))
+        record_output_digests(path)
+    assert (tmp_path / "a.safetensors.digests.json").is_file()
+    assert main(["merge", "--method", "average", "--inputs", str(a), str(b), "--out", str(tmp_path / "m.safetensors")]) == 0
+    assert (tmp_path / "m.safetensors.digests.json").is_file()  # the command recorded its output
+    flip(a, a.stat().st_size - 1)  # a tensor byte: the header still parses
+    line = cli_error(capsys, ["merge", "--method", "average", "--inputs", str(a), str(b),
+                              "--out", str(tmp_path / "m2.safetensors")])
+    assert re.search(f"{re.escape(str(a))}: {CORRUPTED}", line), line
+    assert not (tmp_path / "m2.safetensors").exists()
+    forget_output_digests(a)
+    assert not (tmp_path / "a.safetensors.digests.json").exists()

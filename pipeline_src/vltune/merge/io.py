@@ -19,6 +19,7 @@ from typing import Iterable, Mapping
 import torch
 
 from ..utils.io import atomic_path
+from ..verify import check_digest
 from .base import MergeError
 
 # safetensors' dtype codes
@@ -78,6 +79,7 @@ class SafetensorsSource(Source):
         self.name = str(path)
         if not self.path.is_file():
             raise MergeError(f"{self.path}: file not found")
+        check_digest(self.path)
         try:
             self._f = safe_open(str(self.path), framework="pt")
             self._keys = sorted(self._f.keys())

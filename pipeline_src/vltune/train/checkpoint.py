@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from ..errors import UserError
 from ..pet.base import trainable_state_dict
 from ..utils.io import read_json, write_bytes_atomic
-from ..verify import check_shapes, read_safetensors
+from ..verify import check_shapes, read_safetensors, record_digests
 
 
 def _optimizer_to_flat(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -52,6 +52,7 @@ def save_checkpoint(resume_dir: str | Path, step: int, model, optimizer, schedul
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "extra": extra}
     (tmp / "state.json").write_text(json.dumps(state, default=_json_default))
+    record_digests(tmp)  # a resume reads these tensors back: a flipped bit must stop it, not train on
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     write_bytes_atomic(resume_dir / "latest", final.name.encode())

@@ -422,7 +422,7 @@ def _device() -> str:
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
-# --- DAS (seeds-spec §2): search → skip.json → skipped model → fine-tune → accuracy, latency, FLOPs ---
+# --- DAS (arXiv 2309.01479): search → skip.json → skipped model → fine-tune → accuracy, latency, FLOPs ---
 
 def _das_inputs(args, family: str) -> None:
     """A known family (checked before any data is read) and its inputs: the VLMo reads pixels and a

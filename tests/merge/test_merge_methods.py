@@ -32,7 +32,7 @@ def test_interpolation_endpoints_are_the_inputs_exactly(dtype):
 
 
 def test_interpolation_deep_layer_weights_follow_the_paper():
-    # three experts (v, l, vl): 2α/3, 2(1−α)/3, 1/3 (seeds-spec §4(d).1)
+    # three experts (v, l, vl): 2α/3, 2(1−α)/3, 1/3 (Sung et al., arXiv 2304.14933.1)
     assert interpolation_weights(3, 0.25) == pytest.approx([0.5 / 3, 1.5 / 3, 1 / 3])
     assert interpolation_weights(2, 0.25) == pytest.approx([0.25, 0.75])
     v, l, vl = torch.tensor([3.0]), torch.tensor([6.0]), torch.tensor([9.0])

@@ -1,5 +1,5 @@
 """eP-ALM model (vltune.models.epalm): the hooks on transformers' OPT against a layer-by-layer
-reference loop written from seeds-spec §3(b), where the token sits at each layer, what trains."""
+reference loop written from eP-ALM, arXiv 2303.11403, where the token sits at each layer, what trains."""
 
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ def test_every_token_is_used_in_order(start, length, n_tokens):
 
 def test_causal_mask_keeps_text_from_the_future():
     """``full`` (the reference): the token attends to every text position, so in layers ≥ e a text
-    position's output depends on later text (seeds-spec §3(f) item 2); ``causal`` removes that."""
+    position's output depends on later text (eP-ALM, arXiv 2303.11403); ``causal`` removes that."""
     text_mask = torch.ones(1, 4, dtype=torch.long)
     full = extended_mask(text_mask, 0, True, "full", torch.float32)[0, 0]
     causal = extended_mask(text_mask, 0, True, "causal", torch.float32)[0, 0]
@@ -169,7 +169,7 @@ def test_only_connection_and_prompt_train_with_counts():
     apply_pet(model, {"method": "epalm-prompt", "n_tokens": 3, "start_layer": 1, "end_layer": 5, "prompt_len": 4})
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith(("connector.", "prompt.")) for n in trainable)
-    # M separate Linear(d_v → D) + table P×D_w + MLP 2·(D_w² + D_w) (seeds-spec §3(c))
+    # M separate Linear(d_v → D) + table P×D_w + MLP 2·(D_w² + D_w) (eP-ALM, arXiv 2303.11403)
     expected = 3 * (D_V * D + D) + 4 * D + 2 * (D * D + D)
     counts = count_parameters(model)
     assert counts["trainable_params"] == expected and counts["total_params"] == frozen + expected

@@ -89,7 +89,7 @@ def test_modification_changes_outputs():
 
 
 def _gate(gate: torch.nn.Module, x: torch.Tensor, h_mod: torch.Tensor) -> torch.Tensor:
-    """seeds-spec §1(b) item 3, written out independently of the layer classes."""
+    """VL-PET, arXiv 2308.09804, written out independently of the layer classes."""
     if isinstance(gate, LargeGate):
         return torch.sigmoid(F.linear(F.gelu(F.linear(x, gate.down.weight, gate.down.bias), approximate="tanh"),
                                       gate.up.weight, gate.up.bias))

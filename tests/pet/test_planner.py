@@ -16,7 +16,7 @@ from vltune.pet.planner import build_meta_model, plan_parameters
     ("vlpet-small", 4_291_020, 2.98),
 ])
 def test_planner_reproduces_vlpet_bart_base_counts(method, trainable, pct):
-    """seeds-spec §1(c): visual embedding 1,582,848 + encoder LNs 19,968 + multi-head adapters
+    """VL-PET, arXiv 2308.09804: visual embedding 1,582,848 + encoder LNs 19,968 + multi-head adapters
     1,779,840 + gates + decoder VPA 889,920, over BART-base with the resized vocab + new modules."""
     plan = plan_parameters("bart-base", method)
     assert plan["trainable"] == trainable
@@ -71,7 +71,7 @@ def test_params_command_reports_bad_input_in_one_line(capsys, argv, message):
 
 
 def test_planner_epalm_pt_l_trains_six_hundredths_of_a_percent(capsys):
-    """seeds-spec §3(c): OPT-6.7B + ViT-L, one shared Linear(1024 → 4096) + a 10 × 4096 prompt table
+    """eP-ALM, arXiv 2303.11403: OPT-6.7B + ViT-L, one shared Linear(1024 → 4096) + a 10 × 4096 prompt table
     without MLP = 4,239,360 ≈ 0.06 % (the paper: "0.06 % (~4M)"); through the CLI as a user types it."""
     from vltune.cli import main
 

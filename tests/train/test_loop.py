@@ -97,7 +97,7 @@ def test_bad_train_config_names_the_field():
 
 
 def test_no_decay_name_filter_is_the_vlpet_codes():
-    """seeds-spec §1(f) item 8: the reference exempts names with 'bias' or 'LayerNorm.weight' only, so
+    """VL-PET, arXiv 2308.09804: the reference exempts names with 'bias' or 'LayerNorm.weight' only, so
     BART's `*_layer_norm.weight` and middleY's `z` are decayed; the default exempts every 1-D tensor."""
     from transformers import BartConfig, BartModel
 

@@ -19,7 +19,7 @@ VOLATILE = {"train_wall_s", "eval_wall_s"}
 
 def snakemake(workdir: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
     # A hang guard, not a timing check: the tiny DAG took ~6 min on one 2-core machine and about
-    # twice that on a slower one (session 7), so 600 s was too close.
+    # twice that on a slower one, so 600 s was too close.
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(TINY), "--cores", "2", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

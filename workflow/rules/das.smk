@@ -1,4 +1,4 @@
-# DAS study (seeds-spec §2): per backbone family and task, das_search writes skip.json (k blocks to
+# DAS study (DAS, arXiv 2309.01479): per backbone family and task, das_search writes skip.json (k blocks to
 # skip + the search trace); das_finetune reads it, builds the skipped model and fine-tunes it;
 # das_evaluate measures accuracy, latency and FLOPs. k = 0 skips nothing and needs no search.
 # family bart: VL-BART's encoder on CLIP features (backbones.bart); family vlmo: the merging study's

@@ -1,4 +1,4 @@
-# Model-merging study (seeds-spec §4): seed pretraining → modality-specific pretraining → merge the
+# Model-merging study (Sung et al., arXiv 2304.14933): seed pretraining → modality-specific pretraining → merge the
 # experts (interpolation, arithmetic, RegMean, TIES, DARE) → fine-tune + evaluate every init; the
 # modality-agnostic baseline is pretrained for the same total steps.
 

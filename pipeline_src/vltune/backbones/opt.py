@@ -9,7 +9,7 @@ the same eP-ALM code.
 
 Tokenizer: the shared BPE tokenizer (BART-style ``<s> text </s>``) is copied, not changed, into an
 OPT flavour saved with this backbone: same ids, OPT's template ``</s> text`` (OPT's tokenizer has
-BOS = EOS = ``</s>`` and adds no EOS) and eP-ALM's answer marker ``</a>`` (seeds-spec §3(b)),
+BOS = EOS = ``</s>`` and adds no EOS) and eP-ALM's answer marker ``</a>`` (eP-ALM, arXiv 2303.11403),
 which the LM never sees while pretraining, like the unused embedding row 50265 of a published OPT.
 
 Corpus: every text of the train split, one document each, with repeats (the world's frequencies

@@ -5,7 +5,7 @@ CLIP RN101 / ViT-B/32) with timm. timm, because it is the one library installed 
 four image towers the seeds use with their published weights: transformers' ``CLIPModel`` has no
 ResNet tower (so no RN101 grids), and open_clip is not a dependency. timm's ``resnet101_clip.openai``
 is OpenAI's RN101 image tower (56.26 M parameters; ``forward_features`` = the layer-4 grid before
-attention pooling, seeds-spec §5.1) and ``vit_base_patch32_clip_224.openai`` its ViT-B/32.
+attention pooling) and ``vit_base_patch32_clip_224.openai`` its ViT-B/32.
 
 A source is a local folder (a ``save_pretrained`` / timm ``save_for_hf`` layout) or a Hub id
 resolved through the Hugging Face cache. With ``HF_HUB_OFFLINE=1`` nothing is downloaded; a

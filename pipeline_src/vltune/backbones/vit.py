@@ -178,7 +178,7 @@ def load_vit(name_or_path: str | Path):
 
 def block_cls(vit, pixel_values: torch.Tensor) -> torch.Tensor:
     """(B, depth, width): the [CLS] vector after every block, each through the ViT's *final* norm
-    (seeds-spec §3(b) item 1, ``models/vit.py`` with ``return_hidden_state=True``), shallow → deep."""
+    (eP-ALM, arXiv 2303.11403, ``models/vit.py`` with ``return_hidden_state=True``), shallow → deep."""
     out = vit.forward_intermediates(pixel_values, indices=len(vit.blocks), norm=True, return_prefix_tokens=True,
                                     output_fmt="NLC", intermediates_only=True)
     return torch.stack([prefix[:, 0] for _, prefix in out], dim=1)

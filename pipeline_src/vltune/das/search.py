@@ -1,4 +1,4 @@
-"""DAS's skip search: a bandit over encoder blocks with REINFORCE-style updates (seeds-spec §2(b)).
+"""DAS's skip search: a bandit over encoder blocks with REINFORCE-style updates (DAS, arXiv 2309.01479).
 
 Written from the spec of ``vilt_module_search.py::forward`` in DoubtedSteam/DAS, not ported.
 State: one logit g_i per candidate block, p_i = σ(g_i). Every training step samples k distinct
@@ -10,7 +10,7 @@ the largest logits (the most redundant ones).
 
 Differences from the reference, on purpose: a fresh validation batch is drawn at every reward step
 (the reference re-reads the first batch of an unshuffled-per-epoch loader, i.e. very likely the
-same batch every time, seeds-spec §2(f) item 2); the reward forward runs in eval mode (no dropout),
+same batch every time, as DAS, arXiv 2309.01479, has it); the reward forward runs in eval mode (no dropout),
 so the reward is a function of the skip set alone; when fewer distinct sets exist than
 ``sets_per_reward`` (e.g. 2 blocks, k = 1) all of them are scored instead of looping forever;
 ``turn`` counts optimiser steps, not micro-batches (§2(f) item 3).

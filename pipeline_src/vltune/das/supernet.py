@@ -1,5 +1,5 @@
 """The search's weight-sharing supernet: every candidate block can run as itself or as its
-replacement adapter, switched per step (seeds-spec §2(b) step 1)."""
+replacement adapter, switched per step (DAS, arXiv 2309.01479 step 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DAS on the VLMo (seeds-spec §2 on the paper's kind of backbone: a single-stream ViLT/VLMo
+"""DAS on the VLMo (arXiv 2309.01479, on the paper's kind of backbone: a single-stream ViLT/VLMo
 transformer): search, fine-tuning and evaluation of one merging-study task (vqa, nlvr2,
 retrieval) on a frozen, modality-agnostic pretrained VLMo.
 

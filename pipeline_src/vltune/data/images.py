@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-# OpenAI CLIP's normalisation (seeds-spec §5.1); the tiny CLIP uses the same so the code path is
+# OpenAI CLIP's normalisation; the tiny CLIP uses the same so the code path is
 # the one the published encoders need.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

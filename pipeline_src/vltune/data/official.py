@@ -177,7 +177,7 @@ def answer_vocab(vqa: pa.Table, top_k: int = 3129, split: str = "train") -> list
 
 
 def answer_targets(answers: list[str], label_of: dict[str, int]) -> tuple[list[int], list[float]]:
-    """Soft VQA targets inside the vocabulary: (labels, scores), seeds-spec §5.3 (ViLT's
+    """Soft VQA targets inside the vocabulary: (labels, scores) (ViLT's
     ``answer_labels`` / ``answer_scores``); answers outside the vocabulary are dropped."""
     from ..evaluate.vqa import soft_scores
 
@@ -222,7 +222,7 @@ def convert(sources: dict[str, str | os.PathLike], out_dir: str | os.PathLike, v
     them; return counts.
 
     Tables of tasks no source provides are written empty, so every dataset has the same files.
-    Train VQA questions with no answer inside the vocabulary are dropped (seeds-spec §5.3).
+    Train VQA questions with no answer inside the vocabulary are dropped (as ViLT's and VLMo's code does).
     """
     unknown = set(sources) - set(SOURCES)
     if unknown:

@@ -1,6 +1,6 @@
 """Evaluate eP-ALM checkpoints (one per task) on a split: generate, score, return flat metrics.
 
-Decoding as the reference's accelerate scripts (seeds-spec §3(b)): beam search (``num_beams``, 3
+Decoding as the reference's accelerate scripts (eP-ALM, arXiv 2303.11403): beam search (``num_beams``, 3
 there), no sampling, no KV cache; VQA/GQA prompt ``</s>question?</a>`` and the answer is the text
 generated after it; captions start from ``</s>`` alone. Prompts are left-padded: the reference pads
 on the right (§3(f) item 6), which makes a short question's first answer token come from a pad

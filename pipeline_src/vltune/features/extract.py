@@ -10,7 +10,7 @@ Encoders (:func:`load_encoder`, from a backbone folder):
   ``features.tokens.grid_pool``); ``cls`` = the head's pooled vector before any projection (RN101:
   its attention pool, 2048 wide; a plain ResNet: its global average pool). Run channels_last.
 - a timm ViT (ViT-B/16, ViT-L/16, CLIP ViT-B/32): ``cls_layers`` = every block's [CLS] after the
-  final norm (eP-ALM reads the last six, seeds-spec §3(b)), ``cls`` = the final pooled vector.
+  final norm (eP-ALM, arXiv 2303.11403, reads the last six), ``cls`` = the final pooled vector.
 
 The pipeline: DataLoader workers decode JPEG/PNG bytes from the memory-mapped images table and
 resize them (PIL bicubic, as the reference extraction) to uint8; on a GPU, ``decode: gpu`` decodes

@@ -9,7 +9,7 @@ Per layer of a modality-specific model, over all the layer's expert tensors toge
 * ``gap`` of an expert (when the merged model is given): ``‖W_merged − W_e‖ / ‖W_e‖``, the
   relative change the expert's inputs will see after merging.
 
-The paper (seeds-spec §4(f)) proposes weight-distance metrics to predict whether a merge will work
+The paper (Sung et al., arXiv 2304.14933) proposes weight-distance metrics to predict whether a merge will work
 but does not ship them; these are the natural candidates: experts that stay close (small rel_l2,
 high cos) can share one weight set with little loss. Everything is read lazily, one tensor at a time.
 """

@@ -1,8 +1,8 @@
 """Weighted averages of the inputs: plain averaging and the modality-merging paper's interpolation.
 
 Interpolation (Sung et al., "An Empirical Study of Multimodal Model Merging", EMNLP Findings 2023,
-https://arxiv.org/abs/2304.14933; ylsung/vl-merging ``merge_weights``/``merge_ratio``, seeds-spec
-§4(d).1): with two experts ``W = α W_1 + (1 − α) W_2``; with a third (the vision-language expert of
+https://arxiv.org/abs/2304.14933; ylsung/vl-merging ``merge_weights``/``merge_ratio``):
+with two experts ``W = α W_1 + (1 − α) W_2``; with a third (the vision-language expert of
 the deep layers) ``W = (2α/3) W_1 + (2(1 − α)/3) W_2 + (1/3) W_3``. In general the first two inputs
 share ``2/N`` in the ratio α : 1 − α and every further input gets ``1/N``, so α = 0.5 is the plain
 average for any N.

@@ -137,7 +137,7 @@ def plan_experts(specific: Source, base: Source | None = None, grams: Source | N
 
     Without Grams every layer merges all its experts (v, l, and vl where the layer has one). With
     Grams (RegMean) a layer merges the experts that have Grams, i.e. the experts the target task ran
-    through it when the Grams were collected (seeds-spec §4(d).3: VQA → vl in the deep layers,
+    through it when the Grams were collected (Sung et al., arXiv 2304.14933: VQA → vl in the deep layers,
     retrieval → v and l); a layer none of whose experts has a Gram is an error.
     """
     views = {e: ExpertView(specific, e) for e in EXPERTS}

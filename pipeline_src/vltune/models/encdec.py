@@ -1,8 +1,8 @@
 """VL-BART and VL-T5: a pretrained encoder-decoder LM fed with image features (VL-T5 / VL-Adapter / VL-PET).
 
 Paper: Cho et al., "Unifying Vision-and-Language Tasks via Text Generation" (VL-T5/VL-BART,
-https://arxiv.org/abs/2102.02779), as used by VL-Adapter and VL-PET (seeds-spec §1(b) "Input
-construction"). Written from the spec, not ported: the LMs are transformers'
+https://arxiv.org/abs/2102.02779), as used by VL-Adapter and VL-PET (VL-PET, arXiv 2308.09804 "Input
+construction"). Written from the paper, not ported: the LMs are transformers'
 ``BartForConditionalGeneration`` / ``T5ForConditionalGeneration``, unchanged; only the encoder
 input is built here.
 
@@ -34,7 +34,7 @@ VL_FAMILIES: Registry[type] = Registry("VL model family")
 
 
 class VisualEmbedding(nn.Module):
-    """Projects visual features into the LM's embedding space (seeds-spec §1(b) item 3).
+    """Projects visual features into the LM's embedding space (VL-PET, arXiv 2308.09804).
 
     Args:
         feat_dim: width of the visual feature vectors.

@@ -3,7 +3,7 @@ perceptual token, injected into the LM's late layers, and an optional soft promp
 
 Paper: Shukor et al., "eP-ALM: Efficient Perceptual Augmentation of Language Models" (ICCV 2023,
 https://arxiv.org/abs/2303.11403); behaviour of ``mshukor/eP-ALM`` at 9ecfeb9 (``models/epalm.py``,
-``models/opt.py``) as restated in seeds-spec §3(b). Written from the spec, not ported: the LM is
+``models/opt.py``) as restated in eP-ALM, arXiv 2303.11403. Written from the paper, not ported: the LM is
 transformers' ``OPTForCausalLM`` *unchanged* (any published OPT loads as it is) and the changes the
 reference makes inside its copy of ``OPTDecoder.forward`` are forward pre-hooks on the decoder and
 its layers here:
@@ -17,7 +17,7 @@ its layers here:
 
 Attention mask (``Injection.mask``): ``"full"`` (the reference's code, default) pads the 4-D mask
 with a zero row and column, so the token attends to every position and every position to it; with
-teacher forcing, layers ≥ e then read a token that has seen future text (seeds-spec §3(f) item 2).
+teacher forcing, layers ≥ e then read a token that has seen future text (eP-ALM, arXiv 2303.11403).
 ``"causal"`` lets the token attend only to itself, which no later position can exploit (at the
 first position, every later position still attends to it).
 
@@ -37,7 +37,7 @@ from torch import nn
 
 @dataclass(frozen=True)
 class Injection:
-    """Where the perceptual token lives in the LM (seeds-spec §3(b) item 4).
+    """Where the perceptual token lives in the LM (eP-ALM, arXiv 2303.11403).
 
     Args:
         start: layer s where the token is inserted.

@@ -3,7 +3,7 @@
 Papers: Bao et al., "VLMo: Unified Vision-Language Pre-Training with Mixture-of-Modality-Experts"
 (https://arxiv.org/abs/2111.02358) and Sung et al., "An Empirical Study of Multimodal Model
 Merging" (https://arxiv.org/abs/2304.14933), whose code (ylsung/vl-merging,
-``src/vilt/modules/vilt_module.py``) this follows at the level of seeds-spec §4(b):
+``src/vilt/modules/vilt_module.py``) this follows at the level of Sung et al., arXiv 2304.14933:
 
 * pre-LN blocks with BEiT layer scale, ``x ← x + γ1 ⊙ Attn(LN1 x)``, ``x ← x + γ2 ⊙ FFN(LN2 x)``;
 * layers ``0 .. L−V−1`` (V = ``vl_layers``) hold a vision expert ``v`` and a language expert
@@ -309,7 +309,7 @@ _VIT_NAMES = {
 
 
 def init_image_tower(model: VLMo, vit_state: dict[str, torch.Tensor]) -> list[str]:
-    """The weights a modality-agnostic VLMo takes from a pretrained timm ViT (seeds-spec §4(c): the
+    """The weights a modality-agnostic VLMo takes from a pretrained timm ViT (Sung et al., arXiv 2304.14933: the
     paper starts from BEiT-B/16, text embeddings random): patch embedding, [CLS], image positions,
     every block (shared, so the text stream starts from the vision weights too, as the code's
     ``use_vision_weights_for_other_modalities``) and the final LayerNorm, loaded into ``model`` in

@@ -1,7 +1,7 @@
 """The bottleneck shared by VL-Adapter's adapters and VL-PET's modules: ``up(gelu_new(down(x)))``.
 
 With ``heads > 1`` the down-projection is VL-PET's "multi-head" one: ``heads`` Linear(d → r/heads)
-whose outputs are concatenated (seeds-spec §1(b) item 1: one Linear(d → r) in algebra; the heads only
+whose outputs are concatenated (VL-PET, arXiv 2308.09804: one Linear(d → r) in algebra; the heads only
 change the init and the parameter names, and the count matches the paper's table either way).
 """
 

@@ -5,7 +5,7 @@ Presets hold the published dimensions. Vocabularies are the resized ones the VL 
 bart-base 50,265 + 200 added tokens (``<extra_id_*>``, ``<vis_extra_id_*>``; VL-Adapter resizes the
 embedding by the number added) = 50,465; t5-base: VL-T5 resizes to its tokenizer's 32,100 + 100
 ``<vis_extra_id_*>`` = 32,200 (dropping t5-base's 28 padding rows). Percentages are
-trainable / all parameters incl. the new modules, as VL-PET prints them (seeds-spec §1(c)).
+trainable / all parameters incl. the new modules, as VL-PET prints them (VL-PET, arXiv 2308.09804).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def build_preset_model(arch: str, device: str | torch.device = "meta", config_ov
             from transformers import BartConfig, BartForConditionalGeneration
 
             bart = BartForConditionalGeneration(BartConfig(**config))
-            # <vis_extra_id_k> is row V-1-k of the resized table (seeds-spec §1(b) item 3).
+            # <vis_extra_id_k> is row V-1-k of the resized table (VL-PET, arXiv 2308.09804).
             vocab = config["vocab_size"]
             return VLBart(bart, feat_dim, [vocab - 1 - k for k in range(preset.n_vis_tokens)])
         from transformers import T5Config, T5ForConditionalGeneration

@@ -27,7 +27,7 @@ class Site:
             groups used by ``gate_input``.
         gate_input: template (``str.format`` over the match's named groups) of the module whose
             *input* is the gate's ``X``: the sub-layer input in post-LN BART, the un-normalised
-            residual stream in pre-LN T5 (seeds-spec §1(b)).
+            residual stream in pre-LN T5 (VL-PET, arXiv 2308.09804).
     """
 
     output: str

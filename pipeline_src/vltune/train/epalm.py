@@ -1,7 +1,7 @@
 """eP-ALM training: one task per run (VQA, GQA or captioning, as the reference's configs), only the
 connection (and prompt) train; perception from the feature store or from the encoder every step.
 
-Text formats (seeds-spec §3(b), OPT tokenizer: BOS = EOS = ``</s>``):
+Text formats (eP-ALM, arXiv 2303.11403, OPT tokenizer: BOS = EOS = ``</s>``):
 
 * VQA / GQA: ``</s>`` question ``?</a>`` answer ``</s>``. The question keeps its own "?" and gets the
   reference's extra one (its questions already end in "?"); the VQA answer is drawn ∝ its soft

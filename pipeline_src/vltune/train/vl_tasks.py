@@ -1,5 +1,5 @@
 """Task data for the encoder-decoder VL models: examples from the canonical tables + feature store,
-and single-task batches (seeds-spec §1(d) "Multi-task data loading").
+and single-task batches (VL-PET, arXiv 2308.09804 "Multi-task data loading").
 
 Each task is text generation: a task prompt before the question/statement (``vqa:``, ``gqa:``,
 ``nlvr:``, ``caption:``; the reference code's ``gpa:`` typo for GQA is not kept), visual tokens =

@@ -1,7 +1,7 @@
 """Data for the VLMo model (pixels + text; no feature store): decoded images, tokenised text with
 word boundaries, whole-word masking, and the examples of each merging-study task.
 
-Tasks (seeds-spec §4(e)): ``vqa`` (joint pass → answer classifier over the train answers, soft
+Tasks (Sung et al., arXiv 2304.14933): ``vqa`` (joint pass → answer classifier over the train answers, soft
 scores), ``nlvr2`` (two joint passes, left image as type 1 and right as type 2 → true/false),
 ``retrieval`` (dual encoder over image–caption pairs).
 """

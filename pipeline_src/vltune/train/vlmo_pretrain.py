@@ -1,7 +1,7 @@
 """VLMo pretraining (seed, modality-specific, modality-agnostic) with MLM + ITC + ITM, and the
 VLMo checkpoint format (``model.safetensors`` + ``vlmo.json``).
 
-Objectives (seeds-spec §4(c), weights 1 each):
+Objectives (Sung et al., arXiv 2304.14933, weights 1 each):
 * MLM — whole-word masking (``mlm_prob`` of the words, BERT 80/10/10) on a joint pass;
 * ITC — symmetric InfoNCE on the unimodal [CLS] features and on the vl-branch features, 0.5 each;
 * ITM — per pair one negative image drawn ∝ softmax of the text→image ITC similarities (diagonal

@@ -1,6 +1,6 @@
 """Fine-tuning and evaluation of a VLMo init on one merging-study task, and the Gram pass for RegMean.
 
-Heads (seeds-spec §4(e)): VQA — pooled joint [CLS] → MLP (d → 2d → LN → GELU → answers), BCE on the
+Heads (Sung et al., arXiv 2304.14933): VQA — pooled joint [CLS] → MLP (d → 2d → LN → GELU → answers), BCE on the
 soft scores × the number of answers (as ViLT); NLVR2 — two joint passes (left image as token type
 1, right as 2), pooled features concatenated → MLP (2d → 2d → LN → GELU → 2), CE; retrieval — the
 dual encoder (unimodal passes, ITC projections), InfoNCE over the batch, recall from dot products.

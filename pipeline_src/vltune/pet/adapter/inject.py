@@ -2,7 +2,7 @@
 
 Paper: Sung et al., "VL-Adapter", https://arxiv.org/abs/2112.06825 (the ``--use_adapter
 --use_single_adapter --reduction_factor 8 --unfreeze_layer_norms`` baseline of VL-PET's tables).
-Written from the VL-PET/VL-Adapter scripts and seeds-spec, not ported: each sub-layer output
+Written from the VL-PET/VL-Adapter scripts and papers, not ported: each sub-layer output
 ``H`` (self-attention, cross-attention, FFN; before the block's dropout and residual) becomes
 ``H + up(gelu_new(down(H)))``, added by a forward hook so the backbone's modules keep their names.
 """

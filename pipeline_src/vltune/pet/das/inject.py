@@ -1,4 +1,4 @@
-"""DAS injection (seeds-spec §2(b)): parallel adapters on every sub-layer, skipped blocks replaced.
+"""DAS injection (arXiv 2309.01479): parallel adapters on every sub-layer, skipped blocks replaced.
 
 Parallel adapter: a sub-layer with input X and output H gives ``H + A_r(X)``, added by forward
 hooks before the block's own dropout, residual and LayerNorm. X is the sub-layer's input as the

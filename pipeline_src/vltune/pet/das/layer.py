@@ -1,6 +1,6 @@
 """DAS's adapter and the module that stands in for a skipped block.
 
-Written from seeds-spec §2(b) (``Adapter_Layer`` / ``ParallelAdapter`` of DoubtedSteam/DAS), not
+Written from DAS, arXiv 2309.01479 (``Adapter_Layer`` / ``ParallelAdapter`` of DoubtedSteam/DAS), not
 ported: ``A_r(x) = s · (W_up · ReLU(W_down · LN_a(x) + b_down) + b_up)`` with its own LayerNorm on
 the input. Used parallel to a sub-layer it returns only the update; as a skipped block's stand-in it
 returns ``x + A_{r'}(x)``.

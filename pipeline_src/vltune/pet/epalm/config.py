@@ -11,7 +11,7 @@ from ..config import PetConfig, check_positive, check_types
 class EpalmLinearConfig(PetConfig):
     """``epalm-linear`` (the paper's eP-ALM_lin): only the linear connection trains.
 
-    Defaults are the shipped configs' (``ePALM_{vqa,caption,gqa}.yaml``, seeds-spec §3(b)).
+    Defaults are the shipped configs' (``ePALM_{vqa,caption,gqa}.yaml``, eP-ALM, arXiv 2303.11403).
 
     Args:
         n_tokens: M, how many of the encoder's last [CLS] vectors become perceptual tokens

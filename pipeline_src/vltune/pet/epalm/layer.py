@@ -7,7 +7,7 @@ from torch import nn
 
 
 class LinearConnector(nn.Module):
-    """``p_m = W_m c_m + β_m`` (seeds-spec §3(b) item 2), one Linear per token or one shared.
+    """``p_m = W_m c_m + β_m`` (eP-ALM, arXiv 2303.11403), one Linear per token or one shared.
 
     Args:
         n_tokens: M; in_dim: encoder width d_v; out_dim: the LM's hidden size D; shared: one Linear.

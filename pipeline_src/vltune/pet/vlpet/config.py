@@ -7,14 +7,14 @@ from typing import Any, ClassVar
 
 from ..config import PetConfig, check_positive, check_types
 
-# Registry name → granularity of the gate G (seeds-spec §1(b) item 3).
+# Registry name → granularity of the gate G (VL-PET, arXiv 2308.09804).
 GATE_OF_METHOD = {"vlpet-large": "large", "vlpet-middlex": "middlex", "vlpet-middley": "middley", "vlpet-small": "small"}
 
 
 @dataclass
 class VLPetConfig(PetConfig):
     """Hyper-parameters of VL-PET; defaults are the BART-base scripts', T5 overrides in
-    ``family_defaults`` (seeds-spec §1(d): r 192, large-gate rank 192, s 0.3, zero-inits).
+    ``family_defaults`` (VL-PET, arXiv 2308.09804: r 192, large-gate rank 192, s 0.3, zero-inits).
 
     Args:
         adapter_dim: r of the encoder multi-head down-projection adapter.

@@ -1,4 +1,4 @@
-"""VL-PET injection: gated encoder sub-layers + decoder value parallel adapters (seeds-spec §1(b)).
+"""VL-PET injection: gated encoder sub-layers + decoder value parallel adapters (VL-PET, arXiv 2308.09804).
 
 Forward hooks keep the backbone's own modules (and so its weight names and HF's forward code):
 - a pre-hook on the family's gate-input module records X (BART: the sub-layer input; T5: the

@@ -1,7 +1,7 @@
 """VL-PET's layers: granularity-controlled gates and the gated encoder sub-layer modification.
 
 Paper: Hu et al., "VL-PET: Vision-and-Language Parameter-Efficient Tuning via Granularity
-Control", ICCV 2023, https://arxiv.org/abs/2308.09804. Written from seeds-spec §1(b), which
+Control", ICCV 2023, https://arxiv.org/abs/2308.09804. Written from VL-PET, arXiv 2308.09804, which
 re-states the official code; where paper and code disagree the code's semantics are kept:
 middleY is ``1 + z`` without a sigmoid, middleX/small read ``H' = H + ΔH`` (not H), small averages
 over every position (padding included), and G multiplies H + ΔH, not only ΔH.

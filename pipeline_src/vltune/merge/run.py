@@ -107,7 +107,8 @@ def plan_merge(inputs: Sequence[Source], base: Source | None = None, grams: Sequ
         if len(grams) != len(inputs):
             raise MergeError(f"{len(inputs)} inputs but {len(grams)} Gram files: give one per input, in the same order")
         for g in grams:
-            kind = getattr(g, "metadata", {}).get("gram") if isinstance(g, SafetensorsSource) else GRAM_KIND
+            # in-memory Grams (a library call) are the caller's; a file says what it holds
+            kind = g.metadata.get("gram") if isinstance(g, SafetensorsSource) else GRAM_KIND
             if kind != GRAM_KIND:
                 raise MergeError(f"{g.name}: not a Gram file of per-row means (metadata 'gram' is {kind!r}, "
                                  f"expected {GRAM_KIND!r}); collect it again with `vltune collect-grams`")

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from ...errors import UserError
-from ...features.store import FeatureStore
-from .tasks import VisualBank, VisualTokens, load_task, make_batch
 from ...evaluate.caption import caption_metrics
 from ...evaluate.metrics import binary_accuracy, exact_match_accuracy, nlvr2_consistency_if_identified
 from ...evaluate.vqa import NORMALIZE_MODES, vqa_accuracy
+from ...features.store import FeatureStore
+from .tasks import VisualBank, VisualTokens, load_task, make_batch
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from ...errors import UserError
 from ...features.store import FeatureStore
 from ...models.encdec import VL_FAMILIES, VLEncoderDecoder, per_example_loss
 from ...pet import apply_pet, count_parameters, is_pet_dir, load_pet, method_names, save_pet
-from ...utils.io import read_json, save_model_file, write_json
 from ...train.distributed import is_main_process
 from ...train.loop import TrainConfig, train
+from ...utils.io import read_json, save_model_file, write_json
 from .tasks import VisualBank, VisualTokens, load_task, make_batch, task_schedule
 
 log = logging.getLogger(__name__)

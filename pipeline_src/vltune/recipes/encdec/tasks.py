@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 
+from ...data.answers import soft_scores
 from ...data.tables import read_table, table_path
 from ...errors import UserError
-from ...data.answers import soft_scores
 from ...features.store import FeatureStore
 from ...utils.tensors import pad_sequences
 

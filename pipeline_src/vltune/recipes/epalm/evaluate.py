@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from .finetune import EpalmExamples, Perception, load_examples
 from ...evaluate.caption import caption_metrics
 from ...evaluate.metrics import exact_match_accuracy
 from ...evaluate.vqa import vqa_accuracy
+from .finetune import EpalmExamples, Perception, load_examples
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from ...backbones.tokenizer import SPECIAL_TOKENS, load_tokenizer
 from ...errors import UserError
 from ...models.vlmo import VLMo, VLMoConfig, init_image_tower, specific_from_agnostic
-from ...utils.io import read_json, save_model_file, write_json
 from ...train.loop import TrainConfig, train
+from ...utils.io import read_json, save_model_file, write_json
 from .data import ImageBank, captions, text_batch, tokenize, whole_word_mask
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from ...evaluate.metrics import binary_accuracy, nlvr2_consistency_if_identified
 from ...evaluate.vqa import vqa_accuracy
 from ...merge.grams import collect, linear_modules
 from ...models.vlmo import VLMo
-from ...utils.io import save_model_file, write_json
 from ...train.loop import TrainConfig, train
+from ...utils.io import save_model_file, write_json
 from .data import TASKS, ImageBank, TaskData, load_task, text_batch
 from .pretrain import MAX_LOGIT_SCALE, load_vlmo
 

@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_model(args, device: str, skip: list[int]):
     from vltune.pet import apply_pet
-    from vltune.pet.planner import build_preset_model
+    from vltune.recipes.planner import build_preset_model
 
     torch.manual_seed(args.seed)  # every variant: the same backbone and the same kept adapters' init
     if args.family == "vlmo":
@@ -102,7 +102,7 @@ def build_vlmo_task(args, device: str, skip: list[int]):
     from vltune.das.vlmo import TASK_HEADS
     from vltune.models.vlmo import VLMo, VLMoConfig
     from vltune.pet import apply_pet
-    from vltune.train.vlmo_tasks import TaskModel
+    from vltune.recipes.vlmo.tasks import TaskModel
 
     with torch.device(device):
         cfg = VLMoConfig(**{**VLMO_DEFAULT, **args.arch_override})

@@ -54,7 +54,7 @@ def build(args, device):
 
     from vltune.models.epalm import EPALM
     from vltune.pet import apply_pet
-    from vltune.pet.planner import OPT_PRESETS, VIT_PRESETS
+    from vltune.recipes.planner import OPT_PRESETS, VIT_PRESETS
 
     lm_name, _, vit_name = args.arch.partition("+")
     if lm_name not in OPT_PRESETS or vit_name not in VIT_PRESETS:
@@ -70,7 +70,7 @@ def build(args, device):
 
 
 def main(argv=None) -> dict:
-    from vltune.train.epalm import epalm_loss
+    from vltune.recipes.epalm.finetune import epalm_loss
     from vltune.train.loop import make_optimizer, TrainConfig
 
     args = parse_args(argv)

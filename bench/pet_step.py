@@ -88,7 +88,7 @@ def resolve_device(name: str) -> torch.device:
 
 def build_model(args, device: torch.device):
     """The planner preset's VL-BART with random weights on ``device`` (allocated, so it can train)."""
-    from vltune.pet.planner import ARCH_PRESETS, build_preset_model
+    from vltune.recipes.planner import ARCH_PRESETS, build_preset_model
 
     preset = ARCH_PRESETS.get(args.arch)
     if preset is None or preset.family != "bart":

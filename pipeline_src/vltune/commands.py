@@ -155,7 +155,7 @@ def extract_features(args) -> None:
 
 
 def finetune_vlbart(args) -> None:
-    from .train.multitask import METHODS, finetune_vl_model as run, vl_model_class
+    from .recipes.encdec.finetune import METHODS, finetune_vl_model as run, vl_model_class
 
     if args.method not in METHODS:
         raise UserError(f"--method {args.method!r} is not one of {', '.join(METHODS)}")
@@ -169,7 +169,7 @@ def finetune_vlbart(args) -> None:
 
 
 def _visual_tokens(params: dict):
-    from .train.vl_tasks import VisualTokens
+    from .recipes.encdec.tasks import VisualTokens
 
     return VisualTokens.from_dict(params.get("visual"))
 
@@ -187,7 +187,7 @@ def _check_method_config(method: str, overrides: dict, command: str) -> None:
 
 
 def params(args) -> None:
-    from .pet.planner import plan_parameters
+    from .recipes.planner import plan_parameters
 
     overrides = parse_params(args.params, "params")
     _check_method_config(args.method, overrides, "params")
@@ -199,8 +199,8 @@ def params(args) -> None:
 
 
 def evaluate_vlbart(args) -> None:
-    from .evaluate.encdec import evaluate_vl_model as run
-    from .train.multitask import load_vl_model, visual_tokens
+    from .recipes.encdec.evaluate import evaluate_vl_model as run
+    from .recipes.encdec.finetune import load_vl_model, visual_tokens
 
     p = parse_params(args.params, "evaluate-vlbart")
     world = _data_record(args.data)  # before hours of decoding, not after
@@ -306,7 +306,7 @@ def extract_perception(args) -> None:
 
 
 def finetune_epalm(args) -> None:
-    from .train.epalm import finetune_epalm as run
+    from .recipes.epalm.finetune import finetune_epalm as run
 
     p = parse_params(args.params, "finetune-epalm")
     method_config = p.get("method_config") or {}
@@ -320,7 +320,7 @@ def finetune_epalm(args) -> None:
 
 
 def evaluate_epalm(args) -> None:
-    from .evaluate.epalm import evaluate_epalm as run
+    from .recipes.epalm.evaluate import evaluate_epalm as run
 
     p = parse_params(args.params, "evaluate-epalm")
     checkpoints = {}
@@ -459,7 +459,7 @@ def das_search(args) -> None:
 
 def das_finetune(args) -> None:
     from .das.run import skip_method_config
-    from .train.multitask import finetune_vl_model
+    from .recipes.encdec.finetune import finetune_vl_model
 
     _das_inputs(args, args.family)
     p = parse_params(args.params, "das-finetune")
@@ -508,10 +508,10 @@ def das_evaluate(args) -> None:
 def _evaluate_das_encdec(args, p: dict, cost_params: dict):
     """VL-BART / VL-T5: task metrics, then FLOPs and latency of the first-token call."""
     from .evaluate.cost import inference_cost
-    from .evaluate.encdec import evaluate_vl_model
+    from .recipes.encdec.evaluate import evaluate_vl_model
     from .features.store import FeatureStore
-    from .train.multitask import load_vl_model, visual_tokens
-    from .train.vl_tasks import VisualBank, load_task, make_batch
+    from .recipes.encdec.finetune import load_vl_model, visual_tokens
+    from .recipes.encdec.tasks import VisualBank, load_task, make_batch
 
     model, tok, meta = load_vl_model(args.checkpoint, args.backbone)
     visual = visual_tokens(meta)
@@ -537,6 +537,6 @@ def das_report(args) -> None:
 
 
 def vl_model_class_check(family: str) -> None:
-    from .train.multitask import vl_model_class
+    from .recipes.encdec.finetune import vl_model_class
 
     vl_model_class(family)  # an unknown family fails here, before any data is read

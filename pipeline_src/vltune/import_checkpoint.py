@@ -291,7 +291,7 @@ def import_vlpet(path: str | Path, out_dir: str | Path, backbone_dir: str | Path
     """
     from .backbones.tokenizer import vis_token_ids
     from .pet import count_parameters
-    from .train.multitask import apply_method, build_vl_model, save_vl_model
+    from .recipes.encdec.finetune import apply_method, build_vl_model, save_vl_model
 
     path = Path(path)
     check_vlpet_method(method)
@@ -352,7 +352,7 @@ def import_epalm(path: str | Path, out_dir: str | Path, lm_dir: str | Path, vit_
     """
     from .pet import apply_pet, resolve_config, save_pet
     from .features.perception import perception_preprocessing
-    from .train.epalm import CHECKPOINT_JSON, PET_SUBDIR, _check_method, _meta_encoder, build_epalm, epalm_parameter_counts
+    from .recipes.epalm.finetune import CHECKPOINT_JSON, PET_SUBDIR, _check_method, _meta_encoder, build_epalm, epalm_parameter_counts
 
     path = Path(path)
     _check_method(method)

@@ -19,7 +19,8 @@ import sys
 from .gpus import claim_gpus
 from .train.distributed import world
 from .utils.ledger import recording
-from .verify import forget_output_digests, record_output_digests
+from .utils.tensor_files import forget_output_digests
+from .verify import record_output_digests
 
 log = logging.getLogger(__name__)
 

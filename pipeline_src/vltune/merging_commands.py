@@ -16,7 +16,7 @@ log = logging.getLogger("vltune")
 
 
 def pretrain_vlmo(args) -> None:
-    from .train.vlmo_pretrain import pretrain_vlmo as run
+    from .recipes.vlmo.pretrain import pretrain_vlmo as run
 
     p = parse_params(args.params, "pretrain-vlmo")
     if args.mode not in ("agnostic", "specific"):
@@ -31,7 +31,7 @@ def pretrain_vlmo(args) -> None:
 
 def collect_grams(args) -> None:
     from .merge.grams import save_grams
-    from .train.vlmo_tasks import collect_task_grams
+    from .recipes.vlmo.tasks import collect_task_grams
 
     p = parse_params(args.params, "collect-grams")
     t0 = time.perf_counter()
@@ -45,7 +45,7 @@ def merge_experts(args) -> None:
     from .merge import merge_experts as run
     from .merge.diagnostics import expert_diagnostics
     from .merge.io import SafetensorsSource
-    from .train.vlmo_pretrain import CONFIG_JSON, WEIGHTS, read_vlmo_config
+    from .recipes.vlmo.pretrain import CONFIG_JSON, WEIGHTS, read_vlmo_config
 
     cfg, meta = read_vlmo_config(args.specific)
     if cfg.mode != "specific":
@@ -71,7 +71,7 @@ def merge_experts(args) -> None:
 
 
 def finetune_vlmo(args) -> None:
-    from .train.vlmo_tasks import finetune_vlmo as run
+    from .recipes.vlmo.tasks import finetune_vlmo as run
 
     p = parse_params(args.params, "finetune-vlmo")
     inits = args.inits if len(args.inits) > 1 else args.inits * len(args.tasks)

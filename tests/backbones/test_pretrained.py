@@ -174,7 +174,7 @@ def test_vl_tokens_are_added_to_a_published_lm_once_and_deterministically(tmp_pa
     from transformers import BartConfig, BartForConditionalGeneration
 
     from vltune.backbones.tokenizer import VIS_EXTRA_IDS
-    from vltune.train.multitask import build_vlbart
+    from vltune.recipes.encdec.finetune import build_vlbart
 
     tok = _tokenizer_without_visual_tokens()
     assert tok.convert_tokens_to_ids(VIS_EXTRA_IDS[0]) == tok.unk_token_id

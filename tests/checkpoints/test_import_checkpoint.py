@@ -236,7 +236,7 @@ def _import_vlpet(setup, sd, tmp_path, method="vlpet-large", name="LAST.pth", fa
 
 @pytest.mark.parametrize("method", ["vlpet-large", "vlpet-middlex", "vlpet-middley", "vlpet-small"])
 def test_vlpet_import_loads_back_with_every_official_tensor_in_place(bart_setup, tmp_path, method):
-    from vltune.train.multitask import load_vl_model
+    from vltune.recipes.encdec.finetune import load_vl_model
 
     sd = official_vlbart(bart_setup / "bart", method)
     path, out, record = _import_vlpet(bart_setup, sd, tmp_path, method)
@@ -259,7 +259,7 @@ def test_vlpet_gated_sublayer_computes_the_official_formula_from_the_source_tens
     from torch.nn import functional as F
     from transformers import BartForConditionalGeneration
 
-    from vltune.train.multitask import load_vl_model
+    from vltune.recipes.encdec.finetune import load_vl_model
 
     sd = official_vlbart(bart_setup / "bart", "vlpet-large", seed=3)
     _, out, _ = _import_vlpet(bart_setup, sd, tmp_path)
@@ -288,7 +288,7 @@ def test_vlpet_gated_sublayer_computes_the_official_formula_from_the_source_tens
 
 
 def test_vlt5_import_loads_back_with_every_official_tensor_in_place(bart_setup, tmp_path):
-    from vltune.train.multitask import load_vl_model
+    from vltune.recipes.encdec.finetune import load_vl_model
 
     sd = official_vlbart(bart_setup / "t5", "vlpet-large", family="t5")
     _, out, record = _import_vlpet(bart_setup, sd, tmp_path, family="t5")
@@ -308,7 +308,7 @@ def test_vlt5_gated_sublayer_computes_the_official_formula_with_its_scaling(bart
     from torch.nn import functional as F
     from transformers import T5ForConditionalGeneration
 
-    from vltune.train.multitask import load_vl_model
+    from vltune.recipes.encdec.finetune import load_vl_model
 
     sd = official_vlbart(bart_setup / "t5", "vlpet-large", seed=5, family="t5")
     _, out, _ = _import_vlpet(bart_setup, sd, tmp_path, family="t5", config={**VLPET_CONFIG, "scaling": 0.3})
@@ -532,7 +532,7 @@ def _import_epalm(setup, obj, tmp_path, method="epalm-prompt"):
 
 @pytest.mark.parametrize("method", ["epalm-prompt", "epalm-linear"])
 def test_epalm_import_loads_back_with_every_official_tensor_in_place(epalm_setup, tmp_path, method):
-    from vltune.train.epalm import load_epalm
+    from vltune.recipes.epalm.finetune import load_epalm
 
     obj = official_epalm(prompt=method == "epalm-prompt")
     path, out, record = _import_epalm(epalm_setup, obj, tmp_path, method)
@@ -573,7 +573,7 @@ def test_epalm_import_refuses_a_file_that_does_not_fit_naming_the_names(epalm_se
 
 def test_cli_import_saves_the_released_lm_where_asked_and_the_ledger_records_the_source(bart_setup, tmp_path):
     from vltune.cli import main
-    from vltune.train.multitask import load_vl_model
+    from vltune.recipes.encdec.finetune import load_vl_model
 
     sd = official_vlbart(bart_setup / "bart", "vlpet-middlex")
     path = tmp_path / "LAST.pth"

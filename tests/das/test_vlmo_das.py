@@ -18,7 +18,7 @@ from vltune.evaluate.cost import count_flops
 from vltune.models.vlmo import VLMo, VLMoConfig
 from vltune.pet import apply_pet, count_parameters
 from vltune.pet.das.layer import DasAdapter, SkippedBlock
-from vltune.train.vlmo_tasks import TaskModel
+from vltune.recipes.vlmo.tasks import TaskModel
 
 D, LAYERS, R, R_SKIP, N_ANSWERS = 16, 3, 4, 8, 5
 
@@ -142,7 +142,7 @@ def test_parameters_and_flops_fall_by_the_skipped_blocks_exact_counts():
 def test_a_modality_specific_vlmo_is_refused(tiny_world, tokenizer_dir, tmp_path):
     from vltune.das.vlmo import VLMoTask
     from vltune.errors import UserError
-    from vltune.train.vlmo_pretrain import build_vlmo, save_vlmo
+    from vltune.recipes.vlmo.pretrain import build_vlmo, save_vlmo
     from vltune.backbones.tokenizer import load_tokenizer
 
     arch = {"d_model": D, "layers": 2, "vl_layers": 1, "heads": 2, "mlp_ratio": 2}
@@ -154,7 +154,7 @@ def test_a_modality_specific_vlmo_is_refused(tiny_world, tokenizer_dir, tmp_path
 @pytest.mark.parametrize("task", ["vqa", "retrieval"])
 def test_skip_json_flows_from_search_to_finetune_and_evaluate(task, tiny_world, tokenizer_dir, tmp_path):
     from vltune.backbones.tokenizer import load_tokenizer
-    from vltune.train.vlmo_pretrain import build_vlmo, save_vlmo
+    from vltune.recipes.vlmo.pretrain import build_vlmo, save_vlmo
 
     torch.manual_seed(0)
     arch = {"d_model": D, "layers": LAYERS, "vl_layers": 1, "heads": 2, "mlp_ratio": 2}
@@ -201,8 +201,8 @@ def _score_by_hand(ckpt, data_dir, tokenizer_dir, task):
     import numpy as np
 
     from vltune.das.vlmo import load_das_vlmo
-    from vltune.train.vlmo_data import text_batch
-    from vltune.train.vlmo_tasks import make_batch
+    from vltune.recipes.vlmo.data import text_batch
+    from vltune.recipes.vlmo.tasks import make_batch
 
     model, setup, _ = load_das_vlmo(ckpt, data_dir, tokenizer_dir, "test")
     data, pad = setup.data["test"], setup.tok.pad_token_id

@@ -7,14 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vltune.evaluate.vqa import (
-    CONTRACTIONS,
-    normalize_answer,
-    soft_score_from_count,
-    soft_scores,
-    vqa_accuracy,
-    vqa_score,
-)
+from vltune.data.answers import CONTRACTIONS, normalize_answer, soft_score_from_count, soft_scores
+from vltune.evaluate.vqa import vqa_accuracy, vqa_score
 
 
 @pytest.mark.parametrize(
@@ -136,7 +130,7 @@ def test_soft_scores_equal_the_score_of_predicting_that_answer(answers, pred):
         assert vqa_score(pred, answers) == pytest.approx(target)
 
 
-# --- the official rules, restated independently of vltune.evaluate.vqa -------------------------------
+# --- the official rules, restated independently of vltune.data.answers -------------------------------
 # From the VQA v2 evaluation (GT-Vision-Lab/VQA, PythonEvaluationTools/vqaEvaluation/vqaEval.py):
 # the contractions table as key>value pairs, the number words, the articles, the punctuation list.
 _OFFICIAL_CONTRACTIONS = dict(pair.split(">") for pair in """
@@ -325,7 +319,7 @@ def test_vqa_score_equals_the_official_evaluate_loop_restated(answers, pred):
 
 def test_unknown_vqa_normalize_is_refused_before_any_decoding(tmp_path):
     from vltune.errors import UserError
-    from vltune.evaluate.encdec import evaluate_vl_model
+    from vltune.recipes.encdec.evaluate import evaluate_vl_model
 
     # no model, no data: the check comes first, so a long decode is never lost to a typo
     with pytest.raises(UserError, match=r"^eval params: vqa_normalize='Always', expected one of official, always$"):

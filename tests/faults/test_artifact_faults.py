@@ -370,7 +370,7 @@ def test_a_full_vl_checkpoint_for_another_feature_width_is_named_before_any_tens
     from transformers import BartForConditionalGeneration
 
     from vltune.models.encdec import VLBart
-    from vltune.verify import check_file_shapes
+    from vltune.utils.tensor_files import check_file_shapes
 
     tiny, _ = pet_dirs
     model = tiny.make_vlbart()
@@ -395,7 +395,7 @@ def merged(tmp_path_factory):
     """VLMo folders merged by ``vltune merge-experts`` from tiny modality-specific models: one of
     the configured architecture and one with a wider MLP (mlp_ratio 4)."""
     from vltune.models.vlmo import VLMo, VLMoConfig
-    from vltune.train.vlmo_pretrain import save_vlmo
+    from vltune.recipes.vlmo.pretrain import save_vlmo
 
     root = tmp_path_factory.mktemp("merged")
     for name, mlp_ratio in (("merged", 2), ("wide", 4)):
@@ -419,7 +419,7 @@ def merged(tmp_path_factory):
     ("pickle, no record", r"a torch\.save file \(zip archive\), not safetensors"),
 ])
 def test_merged_model_faults_are_one_line_naming_the_file(merged, tmp_path, fault, message):
-    from vltune.train.vlmo_pretrain import WEIGHTS, load_vlmo
+    from vltune.recipes.vlmo.pretrain import WEIGHTS, load_vlmo
 
     model_dir = Path(shutil.copytree(merged / "merged", tmp_path / "merged"))
     weights = model_dir / WEIGHTS
@@ -448,7 +448,7 @@ def test_merged_model_faults_are_one_line_naming_the_file(merged, tmp_path, faul
 
 
 def test_a_damaged_merged_model_through_the_cli(merged, tmp_path, capsys):
-    from vltune.train.vlmo_pretrain import WEIGHTS
+    from vltune.recipes.vlmo.pretrain import WEIGHTS
 
     model_dir = Path(shutil.copytree(merged / "merged", tmp_path / "merged"))
     truncate(model_dir / WEIGHTS)
@@ -467,7 +467,8 @@ def test_an_output_file_has_its_record_beside_it_and_a_flipped_tensor_byte_stops
     writes the file again drops the old record first (it describes the previous output)."""
     from safetensors.torch import save_file
 
-    from vltune.verify import forget_output_digests, record_output_digests
+    from vltune.utils.tensor_files import forget_output_digests
+    from vltune.verify import record_output_digests
 
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     for i, path in enumerate((a, b)):

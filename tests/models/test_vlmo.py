@@ -164,7 +164,7 @@ def test_build_vlmo_starts_from_a_saved_vit_folder_and_refuses_bad_starts(tmp_pa
     from timm.models import save_for_hf
 
     from vltune.errors import UserError
-    from vltune.train.vlmo_pretrain import build_vlmo
+    from vltune.recipes.vlmo.pretrain import build_vlmo
 
     vit = _tiny_vit()
     save_for_hf(vit, str(tmp_path / "vit"), safe_serialization=True,
@@ -185,7 +185,7 @@ def test_pretraining_batches_of_fewer_than_two_pairs_are_refused_before_training
     """ITC and ITM contrast each image-caption pair with another one of the batch: a split with a
     single pair (or batch_size 1) has no negative, so it stops with the split and key named."""
     from vltune.errors import UserError
-    from vltune.train.vlmo_pretrain import CaptionBatches
+    from vltune.recipes.vlmo.pretrain import CaptionBatches
 
     prep = VLMoConfig(vocab_size=len(tokenizer), d_model=16, layers=2, vl_layers=1, heads=2).preprocessing
     assert CaptionBatches(tiny_world, "val", tokenizer, prep, 16, 2, 0.15, 0)(0)["input_ids"].shape[0] == 2

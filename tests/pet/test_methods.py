@@ -235,7 +235,7 @@ def test_prompt_needs_a_vl_model_slot_and_pet_applies_once():
 
 
 def test_apply_method_seam_uses_the_registry():
-    from vltune.train.multitask import METHODS, apply_method
+    from vltune.recipes.encdec.finetune import METHODS, apply_method
 
     assert set(METHODS) == set(method_names()) and "full" in METHODS
     model = apply_method(make_vlbart(), "vlpet-small", {"adapter_dim": 8})

@@ -46,7 +46,7 @@ def _vl_batch(tokenizer) -> dict:
 
 @pytest.mark.parametrize("method", method_names())
 def test_save_load_vlbart_reproduces_outputs(method, backbone_dir, tokenizer, tmp_path):
-    from vltune.train.multitask import apply_method, build_vlbart, load_vlbart, save_vlbart
+    from vltune.recipes.encdec.finetune import apply_method, build_vlbart, load_vlbart, save_vlbart
 
     torch.manual_seed(1)
     model, tok = build_vlbart(backbone_dir, feat_dim=8)
@@ -113,7 +113,7 @@ def test_load_rejects_tensors_of_another_method(tmp_path):
 
 
 def test_load_vlbart_needs_the_backbone_of_a_pet_checkpoint(backbone_dir, tmp_path):
-    from vltune.train.multitask import apply_method, build_vlbart, load_vlbart, save_vlbart
+    from vltune.recipes.encdec.finetune import apply_method, build_vlbart, load_vlbart, save_vlbart
 
     model, tok = build_vlbart(backbone_dir, feat_dim=8)
     apply_method(model, "bitfit")

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import torch
 
 from ..data.tables import read_table, table_path
-from ..evaluate.vqa import normalize_answer
+from ..data.answers import normalize_answer
 from ..train.loop import TrainConfig, train
 from ..utils.tensors import pad_sequences
 from .tokenizer import load_tokenizer

@@ -13,8 +13,8 @@ from ..errors import UserError
 from ..features.store import FeatureStore
 from ..models.encdec import per_example_loss
 from ..train.loop import TrainConfig
-from ..train.multitask import apply_method, build_vl_model, check_visual_room
-from ..train.vl_tasks import TASKS, VisualBank, VisualTokens, load_task, make_batch
+from ..recipes.encdec.finetune import apply_method, build_vl_model, check_visual_room
+from ..recipes.encdec.tasks import TASKS, VisualBank, VisualTokens, load_task, make_batch
 from ..utils.io import read_json, write_json
 from .search import SearchConfig, run_search
 from .supernet import build_supernet

@@ -2,7 +2,7 @@
 transformer): search, fine-tuning and evaluation of one merging-study task (vqa, nlvr2,
 retrieval) on a frozen, modality-agnostic pretrained VLMo.
 
-The model is the merging study's task model (:class:`vltune.train.vlmo_tasks.TaskModel`: the VLMo
+The model is the merging study's task model (:class:`vltune.recipes.vlmo.tasks.TaskModel`: the VLMo
 and the task's head) with the ``das`` PET method applied through the ``vlmo`` entry of the family
 table: parallel adapters on every block's attention and FFN, and each skipped block replaced in the
 block list by one adapter of width r'. Every stream runs through the same block list (text and
@@ -24,10 +24,10 @@ from ..backbones.tokenizer import load_tokenizer
 from ..errors import UserError
 from ..pet import apply_pet, count_parameters, load_pet, save_pet
 from ..train.loop import TrainConfig, train
-from ..train.vlmo_data import TASKS, ImageBank, load_task
-from ..train.vlmo_pretrain import load_vlmo
-from ..train.multitask import PET_SUBDIR
-from ..train.vlmo_tasks import TaskModel, evaluate_task, make_batch, retrieval_rows, sample_batch, task_loss
+from ..recipes.vlmo.data import TASKS, ImageBank, load_task
+from ..recipes.vlmo.pretrain import load_vlmo
+from ..recipes.encdec.finetune import PET_SUBDIR
+from ..recipes.vlmo.tasks import TaskModel, evaluate_task, make_batch, retrieval_rows, sample_batch, task_loss
 from ..utils.io import read_json, write_json
 from .search import SearchConfig, run_search
 from .supernet import build_supernet

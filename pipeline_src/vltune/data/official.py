@@ -168,7 +168,7 @@ def read_nlvr2(files: SourceFiles) -> list[dict]:
 # ----------------------------------------------------------------------------- VQA answer targets
 def answer_vocab(vqa: pa.Table, top_k: int = 3129, split: str = "train") -> list[str]:
     """The ``top_k`` most frequent normalised human answers of ``split`` (ties alphabetical)."""
-    from ..evaluate.vqa import normalize_answer
+    from .answers import normalize_answer
 
     mask = [s == split for s in vqa["split"].to_pylist()]
     counts = Counter(normalize_answer(a) for answers, keep in zip(vqa["answers"].to_pylist(), mask)
@@ -179,7 +179,7 @@ def answer_vocab(vqa: pa.Table, top_k: int = 3129, split: str = "train") -> list
 def answer_targets(answers: list[str], label_of: dict[str, int]) -> tuple[list[int], list[float]]:
     """Soft VQA targets inside the vocabulary: (labels, scores) (ViLT's
     ``answer_labels`` / ``answer_scores``); answers outside the vocabulary are dropped."""
-    from ..evaluate.vqa import soft_scores
+    from .answers import soft_scores
 
     pairs = sorted((label_of[a], s) for a, s in soft_scores(answers).items() if a in label_of)
     return [label for label, _ in pairs], [s for _, s in pairs]

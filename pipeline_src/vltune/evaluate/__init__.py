@@ -1,7 +1,7 @@
 """Evaluation: task metrics (VQA, GQA, NLVR2, captioning, retrieval) and trivial baselines.
 
-* :mod:`.vqa` — the official VQA accuracy (vqaEval.py normalisation when the ten answers
-  differ, 10-answer leave-one-out) and the soft training targets.
+* :mod:`.vqa` — the official VQA accuracy (vqaEval.py normalisation, from :mod:`vltune.data.answers`, when the ten answers
+  differ, 10-answer leave-one-out).
 * :mod:`.caption` — BLEU-1..4, METEOR, ROUGE-L, CIDEr-D through pycocoevalcap (needs Java).
 * :mod:`.metrics` — GQA exact match, NLVR2 accuracy and consistency, retrieval R@K, and the ``METRICS``
   registry (task name -> metric function, all in percent).
@@ -31,7 +31,8 @@ from vltune.evaluate.metrics import (
     normalize_exact,
     retrieval_metrics,
 )
-from vltune.evaluate.vqa import normalize_answer, soft_scores, vqa_accuracy, vqa_score
+from vltune.data.answers import normalize_answer, soft_scores
+from vltune.evaluate.vqa import vqa_accuracy, vqa_score
 
 __all__ = [
     "CAPTION_KEYS",

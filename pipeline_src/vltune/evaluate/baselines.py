@@ -34,7 +34,8 @@ import pyarrow.compute as pc
 
 from vltune.evaluate.caption import caption_metrics, ptb_tokenize
 from vltune.evaluate.metrics import binary_accuracy, exact_match_accuracy, normalize_exact
-from vltune.evaluate.vqa import normalize_answer, vqa_accuracy
+from vltune.data.answers import normalize_answer
+from vltune.evaluate.vqa import vqa_accuracy
 
 __all__ = [
     "best_constant_caption",

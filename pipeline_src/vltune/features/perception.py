@@ -2,7 +2,7 @@
 
 The reference re-runs the frozen encoder on every training step. With the encoder frozen and no
 augmentation its output is a function of the image alone, so it is computed once here and training
-reads it from the feature store (``vltune.train.epalm``); with augmentation on, training re-runs
+reads it from the feature store (``vltune.recipes.epalm.finetune``); with augmentation on, training re-runs
 the encoder instead. All blocks are stored (key ``cls_layers``, (depth, d_v) per image), so the
 number of injected tokens M can change without re-extraction.
 

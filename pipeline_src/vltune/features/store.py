@@ -189,7 +189,7 @@ class FeatureStore:
             if path.suffix == ".arrow":
                 tensors = read_shard(path, self.keys)
             else:
-                from ..verify import read_safetensors
+                from ..utils.tensor_files import read_safetensors
 
                 tensors = read_safetensors(path, hint=REBUILD)
         except UserError as e:

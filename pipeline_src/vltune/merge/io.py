@@ -19,7 +19,7 @@ from typing import Iterable, Mapping
 import torch
 
 from ..utils.io import atomic_path
-from ..verify import check_digest
+from ..utils.tensor_files import check_digest
 from .base import MergeError
 
 # safetensors' dtype codes
@@ -90,7 +90,7 @@ class SafetensorsSource(Source):
         except MergeError:
             raise
         except Exception as e:  # safetensors raises its own error types for a bad header
-            from ..verify import unreadable_safetensors
+            from ..utils.tensor_files import unreadable_safetensors
 
             raise MergeError(str(unreadable_safetensors(self.path, e))) from None
         self.metadata = self._f.metadata() or {}

@@ -111,7 +111,7 @@ class VLMoConfig:
 
     @property
     def preprocessing(self) -> dict:
-        """Input side, interpolation and mean/std of the image stream (``vltune.train.vlmo_data.ImageBank``)."""
+        """Input side, interpolation and mean/std of the image stream (``vltune.recipes.vlmo.data.ImageBank``)."""
         return {"resize": self.image_size, "interpolation": self.image_interpolation,
                 "mean": list(self.image_mean), "std": list(self.image_std)}
 

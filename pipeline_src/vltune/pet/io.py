@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..utils.io import atomic_path, read_json, write_json
-from ..verify import check_shapes, read_safetensors
+from ..utils.tensor_files import check_shapes, read_safetensors
 from .base import apply_pet, trainable_state_dict
 from .config import get_method, pet_config_dict
 

@@ -1,1 +1,1 @@
-"""The one training loop, its checkpoints, and the task data that feeds it."""
+"""The engine: the one training loop, its checkpoints, data parallelism, objectives and run identity."""

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from ..errors import UserError
 from ..pet.base import trainable_state_dict
 from ..utils.io import read_json, write_bytes_atomic
-from ..verify import check_shapes, read_safetensors, record_digests
+from ..utils.tensor_files import check_shapes, read_safetensors, record_digests
 
 
 def _optimizer_to_flat(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:

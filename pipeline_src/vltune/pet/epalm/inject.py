@@ -8,13 +8,16 @@ from ..base import freeze, train_modules_to_save
 from ..config import PetConfig
 from ..prompt.layer import InputPrompt
 from .config import EpalmLinearConfig, EpalmPromptConfig
+from .injection import Injection
 from .layer import LinearConnector
+
+# What the injector reads and fills on an eP-ALM model (``vltune.models.epalm.EPALM``): the LM and its
+# config, the encoder's width and depth, and the three slots.
+_EPALM_ATTRIBUTES = ("lm", "config", "vision_width", "vision_depth", "connector", "prompt", "injection")
 
 
 def inject_epalm(model: nn.Module, config: PetConfig) -> None:
-    from ...models.epalm import EPALM, Injection
-
-    if not isinstance(model, EPALM):
+    if not all(hasattr(model, name) for name in _EPALM_ATTRIBUTES):
         raise ValueError(f"PET method {config.method!r} needs an eP-ALM model (vltune.models.epalm.EPALM), "
                          f"got {type(model).__name__}")
     if model.connector is not None:

@@ -82,7 +82,7 @@ def load_lora(model: nn.Module, in_dir: Path) -> set[str]:
     (every trainable parameter of the HF model), after checking PEFT read back exactly the file."""
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
-    from ...verify import check_shapes, read_safetensors
+    from ...utils.tensor_files import check_shapes, read_safetensors
 
     prefix, hf = hf_model(model)
     saved = {k.removeprefix(_PEFT_PREFIX): v for k, v in read_safetensors(in_dir / PEFT_WEIGHTS).items()}

@@ -24,21 +24,21 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 
-from ..backbones.opt import ANSWER_TOKEN, load_opt
-from ..backbones.vit import load_vit
-from ..data.images import decode_uint8, normalize
-from ..data.tables import read_table, table_path
-from ..errors import UserError
-from ..evaluate.vqa import soft_scores
-from ..features.perception import KEY, perception_preprocessing
-from ..features.store import FeatureStore
-from ..models.epalm import EPALM
-from ..pet import count_parameters, get_method, is_pet_dir, load_pet, save_pet, PET_METHODS
-from ..pet.base import apply_pet
-from ..pet.config import resolve_config
-from ..utils.io import read_json, write_json
-from ..utils.tensors import pad_sequences
-from .loop import TrainConfig, train
+from ...backbones.opt import ANSWER_TOKEN, load_opt
+from ...backbones.vit import load_vit
+from ...data.answers import soft_scores
+from ...data.images import decode_uint8, normalize
+from ...data.tables import read_table, table_path
+from ...errors import UserError
+from ...features.perception import KEY, perception_preprocessing
+from ...features.store import FeatureStore
+from ...models.epalm import EPALM
+from ...pet import count_parameters, get_method, is_pet_dir, load_pet, save_pet, PET_METHODS
+from ...pet.base import apply_pet
+from ...pet.config import resolve_config
+from ...train.loop import TrainConfig, train
+from ...utils.io import read_json, write_json
+from ...utils.tensors import pad_sequences
 
 log = logging.getLogger(__name__)
 

@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backbones.tokenizer import load_tokenizer, vis_token_ids
-from ..errors import UserError
-from ..features.store import FeatureStore
-from ..models.encdec import VL_FAMILIES, VLEncoderDecoder, per_example_loss
-from ..pet import apply_pet, count_parameters, is_pet_dir, load_pet, method_names, save_pet
-from ..utils.io import read_json, save_model_file, write_json
-from .distributed import is_main_process
-from .loop import TrainConfig, train
-from .vl_tasks import VisualBank, VisualTokens, load_task, make_batch, task_schedule
+from ...backbones.tokenizer import load_tokenizer, vis_token_ids
+from ...errors import UserError
+from ...features.store import FeatureStore
+from ...models.encdec import VL_FAMILIES, VLEncoderDecoder, per_example_loss
+from ...pet import apply_pet, count_parameters, is_pet_dir, load_pet, method_names, save_pet
+from ...train.distributed import is_main_process
+from ...train.loop import TrainConfig, train
+from ...utils.io import read_json, save_model_file, write_json
+from .tasks import VisualBank, VisualTokens, load_task, make_batch, task_schedule
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def load_vl_model(ckpt_dir: str | Path, backbone_dir: str | Path | None = None) 
     from safetensors.torch import load_model
     from transformers import AutoConfig
 
-    from ..verify import check_file_shapes
+    from ...utils.tensor_files import check_file_shapes
 
     ckpt_dir = Path(ckpt_dir)
     meta_path = ckpt_dir / CHECKPOINT_JSON

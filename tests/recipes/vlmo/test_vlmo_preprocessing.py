@@ -36,8 +36,8 @@ def test_vlmo_from_a_published_vit_uses_the_vits_preprocessing(published_vit_dir
     import timm
     from timm.data import resolve_data_config
 
-    from vltune.train.vlmo_data import ImageBank
-    from vltune.train.vlmo_pretrain import build_vlmo, load_vlmo, save_vlmo
+    from vltune.recipes.vlmo.data import ImageBank
+    from vltune.recipes.vlmo.pretrain import build_vlmo, load_vlmo, save_vlmo
 
     data_cfg = resolve_data_config({}, model=timm.create_model(f"local-dir:{published_vit_dir}", pretrained=False,
                                                                 num_classes=0))
@@ -66,8 +66,8 @@ def test_vlmo_from_a_published_vit_uses_the_vits_preprocessing(published_vit_dir
 
 def test_scratch_vlmo_keeps_clip_constants(tiny_world, tmp_path):
     from vltune.data.images import decode_images
-    from vltune.train.vlmo_data import ImageBank
-    from vltune.train.vlmo_pretrain import build_vlmo, read_vlmo_config, save_vlmo
+    from vltune.recipes.vlmo.data import ImageBank
+    from vltune.recipes.vlmo.pretrain import build_vlmo, read_vlmo_config, save_vlmo
     from vltune.utils.io import read_json, write_json
 
     arch = dict(d_model=16, layers=2, vl_layers=1, heads=2, mlp_ratio=2, max_text_len=12, image_size=32, patch_size=16)
@@ -95,10 +95,10 @@ def test_every_stage_after_a_vit_start_decodes_with_the_vits_preprocessing(tiny_
     import timm
     from timm.models import save_for_hf
 
-    import vltune.train.vlmo_data as vlmo_data
+    import vltune.recipes.vlmo.data as vlmo_data
     from vltune.train.loop import TrainConfig
-    from vltune.train.vlmo_pretrain import pretrain_vlmo
-    from vltune.train.vlmo_tasks import collect_task_grams, finetune_vlmo
+    from vltune.recipes.vlmo.pretrain import pretrain_vlmo
+    from vltune.recipes.vlmo.tasks import collect_task_grams, finetune_vlmo
 
     overlay = dict(interpolation="bilinear", mean=(0.2, 0.3, 0.4), std=(0.6, 0.5, 0.4))
     torch.manual_seed(1)
@@ -134,7 +134,7 @@ def test_a_vit_start_draws_the_same_random_init_as_building_the_model_first(tmp_
 
     from vltune.backbones.vit import load_vit
     from vltune.models.vlmo import VLMo, VLMoConfig, init_image_tower
-    from vltune.train.vlmo_pretrain import build_vlmo
+    from vltune.recipes.vlmo.pretrain import build_vlmo
 
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=8, embed_dim=16,
                             depth=2, num_heads=2, mlp_ratio=2.0, num_classes=0, global_pool="token")

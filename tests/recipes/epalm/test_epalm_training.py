@@ -33,7 +33,7 @@ def backbones(tiny_world, tokenizer_dir, tmp_path_factory):
 
 def _model(backbones, cached: bool, method: str = "epalm-prompt", dropout: float | None = None):
     from vltune.pet import apply_pet
-    from vltune.train.epalm import build_epalm
+    from vltune.recipes.epalm.finetune import build_epalm
 
     torch.manual_seed(0)
     model, tok = build_epalm(backbones / "opt", backbones / "vit", cached, dropout)
@@ -62,7 +62,7 @@ def test_cached_perception_is_read_back_by_image_id(backbones, tiny_world):
 
 def test_cached_and_recomputed_perception_give_the_same_loss(backbones, tiny_world):
     from vltune.features.perception import perception_preprocessing
-    from vltune.train.epalm import Perception, epalm_loss, load_examples, make_batch
+    from vltune.recipes.epalm.finetune import Perception, epalm_loss, load_examples, make_batch
 
     model, tok = _model(backbones, cached=False)
     model.eval()
@@ -85,7 +85,7 @@ def test_cached_and_recomputed_perception_give_the_same_loss(backbones, tiny_wor
 
 def test_only_the_connection_and_prompt_change_and_the_loss_falls(backbones, tiny_world):
     from vltune.features.perception import perception_preprocessing
-    from vltune.train.epalm import Perception, epalm_loss, load_examples, make_batch
+    from vltune.recipes.epalm.finetune import Perception, epalm_loss, load_examples, make_batch
     from vltune.train.loop import train
 
     model, tok = _model(backbones, cached=False, dropout=0.0)  # the encoder runs every step
@@ -111,8 +111,8 @@ def test_only_the_connection_and_prompt_change_and_the_loss_falls(backbones, tin
 def test_finetune_saves_only_the_slots_and_evaluates(backbones, tiny_world, tmp_path, monkeypatch):
     from safetensors import safe_open
 
-    from vltune.evaluate.epalm import evaluate_epalm
-    from vltune.train.epalm import finetune_epalm, load_epalm
+    from vltune.recipes.epalm.evaluate import evaluate_epalm
+    from vltune.recipes.epalm.finetune import finetune_epalm, load_epalm
 
     out = tmp_path / "ckpt"
     result = finetune_epalm(tiny_world, backbones / "opt", backbones / "vit", out, "vqa", "epalm-prompt",
@@ -156,7 +156,7 @@ def test_finetune_saves_only_the_slots_and_evaluates(backbones, tiny_world, tmp_
     assert metrics["vqa_accuracy"] == pytest.approx(100 * np.mean([official(preds[q], answers[q]) for q in answers]))
     # a decoder that answers each question with its first annotator's answer: scored against that
     # question's own answers (a tiny model's predictions score 0 whatever they are compared with)
-    import vltune.evaluate.epalm as epalm_eval
+    import vltune.recipes.epalm.evaluate as epalm_eval
 
     # (only where every answer is one plain word, which the official normalisation leaves as it is;
     # elsewhere an empty answer)
@@ -198,7 +198,7 @@ def test_loaders_take_saved_folders_and_reject_what_cannot_work(backbones, tmp_p
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_vit(tmp_path)
     with pytest.raises(UserError, match="not an eP-ALM method"):
-        from vltune.train.epalm import finetune_epalm
+        from vltune.recipes.epalm.finetune import finetune_epalm
 
         finetune_epalm(None, backbones / "opt", backbones / "vit", tmp_path / "x", "vqa", "lora",
                        TrainConfig(steps=1), 4)
@@ -209,7 +209,7 @@ def test_encoder_shape_comes_from_the_model_for_pipeline_and_published_vits(back
     config.json has model_args) and a published-shape one (timm's pretrained config only)."""
     import timm
 
-    from vltune.train.epalm import build_epalm, encoder_shape
+    from vltune.recipes.epalm.finetune import build_epalm, encoder_shape
 
     assert encoder_shape(backbones / "vit") == (VIT_ARCH["hidden"], VIT_ARCH["layers"])
     assert "embed_dim" not in json.loads((published_vit_dir / "config.json").read_text()).get("model_args", {})
@@ -234,8 +234,8 @@ def test_encoder_shape_comes_from_the_model_for_pipeline_and_published_vits(back
 def test_an_injection_window_past_the_lms_depth_stops_finetuning_naming_the_key(backbones, tiny_world, tmp_path,
                                                                                  monkeypatch):
     """The tiny OPT has 4 layers: end_layer 5 (or start_layer ≥ end_layer) is refused before training."""
-    import vltune.train.epalm as epalm_mod
-    from vltune.train.epalm import finetune_epalm
+    import vltune.recipes.epalm.finetune as epalm_mod
+    from vltune.recipes.epalm.finetune import finetune_epalm
 
     def no_training(*args, **kwargs):
         raise AssertionError("training started")

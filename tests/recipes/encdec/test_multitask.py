@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vltune.backbones.bart import build_tiny_bart
-from vltune.train.multitask import build_vlbart
+from vltune.recipes.encdec.finetune import build_vlbart
 
 
 @pytest.fixture()

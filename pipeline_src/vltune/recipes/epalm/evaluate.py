@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from ..train.epalm import EpalmExamples, Perception, load_examples
-from .caption import caption_metrics
-from .metrics import exact_match_accuracy
-from .vqa import vqa_accuracy
+from ...evaluate.caption import caption_metrics
+from ...evaluate.metrics import exact_match_accuracy
+from ...evaluate.vqa import vqa_accuracy
+from .finetune import EpalmExamples, Perception, load_examples
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def evaluate_epalm(checkpoints: dict[str, str | Path], data_dir: str | Path, fea
                    save_predictions: dict | None = None, **kwargs) -> tuple[dict, dict]:
     """Evaluate each task's checkpoint (``{"vqa": dir, ...}``); perception from ``features_dir``
     when given, else recomputed by the encoder. Returns (metrics, meta of the first checkpoint)."""
-    from ..train.epalm import load_epalm
+    from .finetune import load_epalm
 
     metrics: dict[str, float] = {}
     metas = {}

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..backbones.tokenizer import SPECIAL_TOKENS, load_tokenizer
-from ..errors import UserError
-from ..models.vlmo import VLMo, VLMoConfig, init_image_tower, specific_from_agnostic
-from ..utils.io import read_json, save_model_file, write_json
-from .loop import TrainConfig, train
-from .vlmo_data import ImageBank, captions, text_batch, tokenize, whole_word_mask
+from ...backbones.tokenizer import SPECIAL_TOKENS, load_tokenizer
+from ...errors import UserError
+from ...models.vlmo import VLMo, VLMoConfig, init_image_tower, specific_from_agnostic
+from ...train.loop import TrainConfig, train
+from ...utils.io import read_json, save_model_file, write_json
+from .data import ImageBank, captions, text_batch, tokenize, whole_word_mask
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def read_vlmo_config(model_dir: str | Path) -> tuple[VLMoConfig, dict]:
 
 def load_vlmo(model_dir: str | Path) -> tuple[VLMo, dict]:
     """A VLMo model from a folder written by :func:`save_vlmo` (or a merge: same layout)."""
-    from ..verify import check_shapes, read_safetensors
+    from ...utils.tensor_files import check_shapes, read_safetensors
 
     cfg, meta = read_vlmo_config(model_dir)
     model = VLMo(cfg)
@@ -85,7 +85,7 @@ def build_vlmo(arch: dict, mode: str, tok, init_dir: str | Path | None = None,
                                 "mask_token_id": tok.mask_token_id})
     model = VLMo(cfg)  # built first: the random init draws from the seeded RNG before anything else does
     if image_init is not None:
-        from ..backbones.vit import load_vit, vit_preprocessing
+        from ...backbones.vit import load_vit, vit_preprocessing
 
         vit = load_vit(image_init)
         prep = vit_preprocessing(vit)

@@ -18,15 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones.tokenizer import load_tokenizer
-from ..evaluate.metrics import binary_accuracy, nlvr2_consistency_if_identified, retrieval_metrics
-from ..evaluate.vqa import vqa_accuracy
-from ..merge.grams import collect, linear_modules
-from ..models.vlmo import VLMo
-from ..utils.io import save_model_file, write_json
-from .loop import TrainConfig, train
-from .vlmo_data import TASKS, ImageBank, TaskData, load_task, text_batch
-from .vlmo_pretrain import MAX_LOGIT_SCALE, load_vlmo
+from ...backbones.tokenizer import load_tokenizer
+from ...evaluate.metrics import binary_accuracy, nlvr2_consistency_if_identified, retrieval_metrics
+from ...evaluate.vqa import vqa_accuracy
+from ...merge.grams import collect, linear_modules
+from ...models.vlmo import VLMo
+from ...train.loop import TrainConfig, train
+from ...utils.io import save_model_file, write_json
+from .data import TASKS, ImageBank, TaskData, load_task, text_batch
+from .pretrain import MAX_LOGIT_SCALE, load_vlmo
 
 log = logging.getLogger(__name__)
 

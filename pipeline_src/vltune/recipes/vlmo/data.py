@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from ..data.images import decode_images
-from ..data.tables import read_table, table_path
-from ..evaluate.vqa import soft_scores
-from ..utils.tensors import pad_sequences
+from ...data.answers import soft_scores
+from ...data.images import decode_images
+from ...data.tables import read_table, table_path
+from ...utils.tensors import pad_sequences
 
 TASKS = ("vqa", "nlvr2", "retrieval")
 

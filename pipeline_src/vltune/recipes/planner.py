@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from ..models.encdec import VLBart, VisualEmbedding
-from .base import apply_pet, count_parameters
-from .config import PetConfig
+from ..pet.base import apply_pet, count_parameters
+from ..pet.config import PetConfig
 
 
 @dataclass(frozen=True)

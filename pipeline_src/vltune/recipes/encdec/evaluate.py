@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
-from ..features.store import FeatureStore
-from ..train.vl_tasks import VisualBank, VisualTokens, load_task, make_batch
-from .caption import caption_metrics
-from .metrics import binary_accuracy, exact_match_accuracy, nlvr2_consistency_if_identified
-from .vqa import NORMALIZE_MODES, vqa_accuracy
+from ...errors import UserError
+from ...evaluate.caption import caption_metrics
+from ...evaluate.metrics import binary_accuracy, exact_match_accuracy, nlvr2_consistency_if_identified
+from ...evaluate.vqa import NORMALIZE_MODES, vqa_accuracy
+from ...features.store import FeatureStore
+from .tasks import VisualBank, VisualTokens, load_task, make_batch
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def decode_task(model, tok, ex, bank, batch_size: int, **gen_kwargs) -> list[str
 @torch.inference_mode()
 def nlvr2_predictions(model, tok, ex, bank, batch_size: int) -> list[bool]:
     # The first token of the bare word is the first answer token of both families' targets
-    # ("<s> true </s>" for BART, "true </s>" for T5); tests/evaluate/test_nlvr2_scoring.py checks it.
+    # ("<s> true </s>" for BART, "true </s>" for T5); tests/recipes/encdec/test_nlvr2_scoring.py checks it.
     true_id, false_id = (tok(w, add_special_tokens=False)["input_ids"][0] for w in ("true", "false"))
     if true_id == false_id:
         raise ValueError("the tokenizer starts 'true' and 'false' with the same token; NLVR2 cannot be scored")

@@ -11,7 +11,7 @@ from vltune.backbones.bart import build_tiny_bart
 from vltune.backbones.t5 import build_tiny_t5
 from vltune.errors import UserError
 from vltune.models.encdec import VLBart, VLT5
-from vltune.train.multitask import build_vl_model, load_vl_model, save_vl_model, vl_model_class
+from vltune.recipes.encdec.finetune import build_vl_model, load_vl_model, save_vl_model, vl_model_class
 from vltune.utils.io import read_json
 
 

@@ -17,11 +17,11 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 
-from ..data.tables import read_table, table_path
-from ..errors import UserError
-from ..evaluate.vqa import soft_scores
-from ..features.store import FeatureStore
-from ..utils.tensors import pad_sequences
+from ...data.answers import soft_scores
+from ...data.tables import read_table, table_path
+from ...errors import UserError
+from ...features.store import FeatureStore
+from ...utils.tensors import pad_sequences
 
 TASKS = ("vqa", "gqa", "nlvr2", "caption")
 PROMPTS = {"vqa": "vqa:", "gqa": "gqa:", "nlvr2": "nlvr:", "caption": "caption:"}

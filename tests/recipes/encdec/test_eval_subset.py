@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import torch
 
-from vltune.evaluate.encdec import evaluate_vl_model
+from vltune.recipes.encdec.evaluate import evaluate_vl_model
 from vltune.evaluate.metrics import binary_accuracy
 from vltune.evaluate.vqa import vqa_accuracy
 from vltune.features.store import FeatureWriter
-from vltune.train.vl_tasks import load_task
+from vltune.recipes.encdec.tasks import load_task
 
 
 def _model(tokenizer):

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from vltune.errors import UserError
-from vltune.evaluate.vqa import soft_scores
+from vltune.data.answers import soft_scores
 from vltune.features.store import FeatureStore, FeatureWriter
-from vltune.train.vl_tasks import VisualBank, VisualTokens, load_task, make_batch, task_schedule
+from vltune.recipes.encdec.tasks import VisualBank, VisualTokens, load_task, make_batch, task_schedule
 
 
 def _bank(tiny_world, tmp_path):
@@ -111,7 +111,7 @@ def test_fine_tuning_refuses_a_tokenizer_with_fewer_vis_extra_ids_than_an_image_
     from vltune.backbones.bart import build_tiny_bart
     from vltune.data.tables import read_table, table_path
     from vltune.train.loop import TrainConfig
-    from vltune.train.multitask import finetune_vl_model
+    from vltune.recipes.encdec.finetune import finetune_vl_model
 
     tiny_bart_dir = tmp_path / "bart"
     build_tiny_bart(tokenizer, d_model=16, layers=1, heads=2, ffn=32, max_positions=32).save_pretrained(tiny_bart_dir)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from vltune.train import vlmo_tasks
-from vltune.train.vlmo_data import TaskData
+from vltune.recipes.vlmo import tasks as vlmo_tasks
+from vltune.recipes.vlmo.data import TaskData
 
 
 class _Predicts:

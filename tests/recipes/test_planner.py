@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from vltune.pet.planner import build_meta_model, plan_parameters
+from vltune.recipes.planner import build_meta_model, plan_parameters
 
 
 @pytest.mark.parametrize("method, trainable, pct", [

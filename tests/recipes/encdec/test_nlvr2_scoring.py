@@ -10,7 +10,7 @@ from vltune.backbones.bart import build_tiny_bart
 from vltune.backbones.t5 import build_tiny_t5
 from vltune.backbones.tokenizer import VIS_EXTRA_IDS
 from vltune.models.encdec import VLBart, VLT5
-from vltune.train.vl_tasks import load_task
+from vltune.recipes.encdec.tasks import load_task
 
 
 def _model(family, tokenizer, t5_tokenizer):
@@ -23,7 +23,7 @@ def _model(family, tokenizer, t5_tokenizer):
 
 
 def _scored_ids(tok) -> tuple[int, int]:
-    """The ids nlvr2_predictions compares (vltune.evaluate.encdec)."""
+    """The ids nlvr2_predictions compares (vltune.recipes.encdec.evaluate)."""
     return tuple(tok(w, add_special_tokens=False)["input_ids"][0] for w in ("true", "false"))
 
 

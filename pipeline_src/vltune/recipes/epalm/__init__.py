@@ -1,0 +1,2 @@
+"""eP-ALM: examples, fine-tuning and the checkpoint format (:mod:`.finetune`), evaluation
+(:mod:`.evaluate`)."""

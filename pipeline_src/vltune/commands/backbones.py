@@ -4,6 +4,7 @@ tokenizer and pretrain the tiny CLIP, BART and T5 on the world."""
 from __future__ import annotations
 
 from ..errors import UserError
+from ..settings import BackboneTrain, TokenizerTrain
 from .common import RESUME_DIR, command, parse_params, train_config, write_train_log
 
 
@@ -34,8 +35,8 @@ def fetch_backbone(args) -> None:
 def train_tokenizer(args) -> None:
     from ..backbones.tokenizer import train_tokenizer as train, world_texts
 
-    p = parse_params(args.params, "train-tokenizer")
-    train(world_texts(args.data, "train"), int(p.get("vocab_size", 1000)), args.out)
+    settings = TokenizerTrain.from_params(args.params, "train-tokenizer")
+    train(world_texts(args.data, "train"), int(settings.vocab_size), args.out)
 
 
 def _pretrain_flags(tokenizer_help: str = "tokenizer folder") -> list:
@@ -49,9 +50,9 @@ def _pretrain_flags(tokenizer_help: str = "tokenizer folder") -> list:
 
 
 def _pretrain(args, command: str, run) -> None:
-    p = parse_params(args.params, command)
-    result = run(args.data, args.tokenizer, args.out, p["arch"], train_config(p.get("train"), command),
-                 p["batch_size"], resume_dir=args.resume_dir)
+    s = BackboneTrain.from_params(args.params, command, section=f"backbones.{command.removeprefix('pretrain-')}")
+    result = run(args.data, args.tokenizer, args.out, s.arch, train_config(s.train, command),
+                 s.batch_size, resume_dir=args.resume_dir)
     write_train_log(args.out, result)
 
 

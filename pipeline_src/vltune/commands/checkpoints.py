@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ..utils.ledger import note
-from .common import check_method_config, command, log, parse_params
+from ..settings import ImportCheckpoint
+from .common import check_method_config, command, log
 
 
 @command("import-checkpoint", "map a released checkpoint's official names to vltune's and write a vltune checkpoint", [
@@ -27,17 +28,14 @@ def import_checkpoint(args) -> None:
 
     if args.source not in I.SOURCES:
         raise UserError(f"import-checkpoint: --from {args.source!r} is not one of {', '.join(I.SOURCES)}")
-    p = parse_params(args.params, "import-checkpoint")
-    unknown = set(p) - {"method_config", "visual"}
-    if unknown:
-        raise UserError(f"import-checkpoint: unknown param {sorted(unknown)[0]!r} (expected method_config, visual)")
+    s = ImportCheckpoint.from_params(args.params, "import-checkpoint")
     if args.source == "vl-merging":
         I.refuse_vl_merging(args.path)
     needed = {"vlpet": ("method", "backbone", "features"), "epalm": ("method", "lm", "encoder", "task")}[args.source]
     absent = [f"--{n}" for n in needed if getattr(args, n) is None]
     if absent:
         raise UserError(f"import-checkpoint --from {args.source} needs {', '.join(absent)}")
-    method_config = p.get("method_config") or {}
+    method_config = s.method_config or {}
     check_method_config(args.method, method_config, "import-checkpoint")
     if args.source == "vlpet":
         from ..features.store import FeatureStore
@@ -47,7 +45,7 @@ def import_checkpoint(args) -> None:
         if "grid" not in store.keys:
             raise UserError(f"{args.features}: the feature store has no 'grid' feature (has {sorted(store.keys)})")
         record = I.import_vlpet(args.path, args.out, args.backbone, int(store.keys["grid"][-1]), args.method,
-                                method_config, visual=p.get("visual"), features=args.features,
+                                method_config, visual=s.visual, features=args.features,
                                 backbone_out=args.backbone_out, family=args.family)
     else:
         record = I.import_epalm(args.path, args.out, args.lm, args.encoder, args.task, args.method, method_config)

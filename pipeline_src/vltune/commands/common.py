@@ -6,7 +6,6 @@ Heavy imports happen inside the functions so ``vltune --help`` stays fast."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from ..errors import UserError
+from ..settings import parse_params  # noqa: F401  (the commands' one JSON check)
 from ..utils.io import config_hash, read_json, write_json
 from ..utils.ledger import note
 
@@ -60,16 +60,6 @@ def setup_runtime(threads: int | None) -> None:
     torch.set_flush_denormal(True)
     if threads:
         torch.set_num_threads(threads)
-
-
-def parse_params(text: str, command: str) -> dict:
-    try:
-        params = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"--params for {command} is not valid JSON: {e}") from None
-    if not isinstance(params, dict):
-        raise UserError(f"--params for {command} must be a JSON object, got {type(params).__name__}")
-    return params
 
 
 def train_config(train: dict | None, command: str, seed: int | None = None):

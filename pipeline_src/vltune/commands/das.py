@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..utils.io import read_json, write_json
-from .common import (RESUME_DIR, check_method_config, command, parse_params, provenance, train_config,
+from ..settings import DasEvaluate, DasFinetune, DasSearch
+from .common import (RESUME_DIR, check_method_config, command, provenance, train_config,
                      visual_tokens, vl_family_check)
 
 _DATA = ("--data", dict(required=True, help="folder of canonical tables"))
@@ -42,22 +43,21 @@ def das_search(args) -> None:
     from ..das.search import SearchConfig
 
     _das_inputs(args, args.family)
-    p = parse_params(args.params, "das-search")
-    check_method_config("das", p.get("method_config") or {}, "das-search")
+    s = DasSearch.from_params(args.params, "das-search")
+    check_method_config("das", s.method_config or {}, "das-search")
     try:
-        search_cfg = SearchConfig(**{**p.get("search", {}), "k": args.k})
+        search_cfg = SearchConfig(**{**s.search, "k": args.k})
     except (TypeError, ValueError) as e:
         raise UserError(f"das-search: bad search params: {e}") from None
-    train_cfg = train_config(p.get("train"), "das-search", args.seed)
+    train_cfg = train_config(s.train, "das-search", args.seed)
     if args.family == "vlmo":
         from ..das.vlmo import search_skips_vlmo
 
         search_skips_vlmo(args.backbone, args.data, args.tokenizer, args.out, args.task, train_cfg, search_cfg,
-                          p["batch_size"], p.get("method_config"))
+                          s.batch_size, s.method_config)
         return
     search_skips(args.data, args.features, args.backbone, args.out, args.task, train_cfg,
-                 search_cfg, p["batch_size"], p.get("method_config"), args.family, p.get("dropout"),
-                 visual_tokens(p.get("visual")))
+                 search_cfg, s.batch_size, s.method_config, args.family, s.dropout, visual_tokens(s.visual))
 
 
 @command("das-finetune", "DAS: fine-tune the skipped model (skip set from skip.json) on one task", [
@@ -74,19 +74,19 @@ def das_finetune(args) -> None:
     from ..train.multitask import finetune_vl_model
 
     _das_inputs(args, args.family)
-    p = parse_params(args.params, "das-finetune")
-    method_config = skip_method_config(p.get("method_config"), args.skip, args.task)
+    s = DasFinetune.from_params(args.params, "das-finetune")
+    method_config = skip_method_config(s.method_config, args.skip, args.task)
     check_method_config("das", method_config, "das-finetune")
-    train_cfg = train_config(p.get("train"), "das-finetune", args.seed)
+    train_cfg = train_config(s.train, "das-finetune", args.seed)
     if args.family == "vlmo":
         from ..das.vlmo import finetune_das_vlmo
 
-        finetune_das_vlmo(args.backbone, args.data, args.tokenizer, args.out, args.task, train_cfg, p["batch_size"],
+        finetune_das_vlmo(args.backbone, args.data, args.tokenizer, args.out, args.task, train_cfg, s.batch_size,
                           method_config, resume_dir=args.resume_dir)
         return
     finetune_vl_model(args.data, args.features, args.backbone, args.out, "das", train_cfg,
-                      p["batch_size"], {args.task: 1}, resume_dir=args.resume_dir, dropout=p.get("dropout"),
-                      method_config=method_config, family=args.family, visual=visual_tokens(p.get("visual")))
+                      s.batch_size, {args.task: 1}, resume_dir=args.resume_dir, dropout=s.dropout,
+                      method_config=method_config, family=args.family, visual=visual_tokens(s.visual))
 
 
 @command("das-evaluate", "DAS: accuracy, inference latency and FLOPs of a skipped model", [
@@ -102,8 +102,8 @@ def das_evaluate(args) -> None:
     from ..das.vlmo import CHECKPOINT_JSON as VLMO_CHECKPOINT
     from ..das.vlmo import evaluate_das_vlmo
 
-    p = parse_params(args.params, "das-evaluate")
-    cost_params = p.pop("latency", {})
+    p = DasEvaluate.from_params(args.params, "das-evaluate").to_dict()
+    cost_params = p.pop("latency")
     if (Path(args.checkpoint) / VLMO_CHECKPOINT).is_file():
         _das_inputs(args, "vlmo")
         metrics, model, meta = evaluate_das_vlmo(args.checkpoint, args.data, args.tokenizer, p.get("split", "test"),

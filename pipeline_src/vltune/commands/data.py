@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..utils.io import sha256_file, write_json
+from ..settings import Convert, Download
 from .common import command, parse_params
 
 
@@ -32,11 +33,8 @@ def make_world(args) -> None:
 def download(args) -> None:
     from ..data.download import download_dataset, load_manifest
 
-    params = parse_params(args.params, "download")
-    unknown = set(params) - {"mirror", "retries", "backoff", "timeout"}
-    if unknown:
-        raise UserError(f"download: unknown param {sorted(unknown)[0]!r}")
-    download_dataset(load_manifest(args.dataset), args.out, **params)
+    settings = Download.from_params(args.params, "download")
+    download_dataset(load_manifest(args.dataset), args.out, **settings.to_dict())
 
 
 @command("convert", "official dataset files → the five canonical Arrow tables (+ vqa_vocab.json)", [
@@ -47,14 +45,14 @@ def download(args) -> None:
 def convert(args) -> None:
     from ..data.official import convert as convert_official
 
-    params = parse_params(args.params, "convert")
+    settings = Convert.from_params(args.params, "convert")
     sources = {}
     for pair in args.source:
         name, sep, raw = pair.partition("=")
         if not sep or not raw:
             raise UserError(f"convert: --source {pair!r} must be NAME=PATH (a download.json or a raw folder)")
         sources[name] = raw
-    counts = convert_official(sources, args.out, **params)
+    counts = convert_official(sources, args.out, **settings.to_dict())
     # what the tables were made from: a download record lists every file's sha256
     made_from = {name: sha256_file(raw) if Path(raw).is_file() else None for name, raw in sorted(sources.items())}
     write_json(Path(args.out) / "convert.json", {**counts, "sources": made_from})

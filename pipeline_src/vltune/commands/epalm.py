@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..utils.io import read_json, write_json
-from .common import (RESUME_DIR, caption_scorer_ready, check_method_config, command, data_record, parse_params,
+from ..settings import BackboneTrain, EpalmEvaluate, EpalmTrain, Perception, VitTrain
+from .common import (RESUME_DIR, caption_scorer_ready, check_method_config, command, data_record,
                      provenance, train_config, training_record)
 
 
@@ -21,9 +22,9 @@ from .common import (RESUME_DIR, caption_scorer_ready, check_method_config, comm
 def pretrain_opt(args) -> None:
     from ..backbones.opt import pretrain_opt as run
 
-    p = parse_params(args.params, "pretrain-opt")
-    result = run(args.data, args.tokenizer, args.out, p["arch"], train_config(p.get("train"), "pretrain-opt"),
-                 p["batch_size"], resume_dir=args.resume_dir)
+    s = BackboneTrain.from_params(args.params, "pretrain-opt", section="backbones.opt")
+    result = run(args.data, args.tokenizer, args.out, s.arch, train_config(s.train, "pretrain-opt"),
+                 s.batch_size, resume_dir=args.resume_dir)
     write_json(Path(args.out) / "train_log.json", result)
 
 
@@ -36,10 +37,10 @@ def pretrain_opt(args) -> None:
 def pretrain_vit(args) -> None:
     from ..backbones.vit import pretrain_vit as run
 
-    p = parse_params(args.params, "pretrain-vit")
+    s = VitTrain.from_params(args.params, "pretrain-vit")
     world = read_json(Path(args.data) / "world.json")
-    result = run(args.data, args.out, p["arch"], int(world["config"]["grid"]), train_config(p.get("train"), "pretrain-vit"),
-                 p["batch_size"], patch_loss_weight=p.get("patch_loss_weight", 1.0), resume_dir=args.resume_dir)
+    result = run(args.data, args.out, s.arch, int(world["config"]["grid"]), train_config(s.train, "pretrain-vit"),
+                 s.batch_size, patch_loss_weight=s.patch_loss_weight, resume_dir=args.resume_dir)
     write_json(Path(args.out) / "train_log.json", result)
 
 
@@ -52,10 +53,10 @@ def pretrain_vit(args) -> None:
 def extract_perception(args) -> None:
     from ..features.perception import extract_perception as run
 
-    p = parse_params(args.params, "extract-perception")
+    s = Perception.from_params(args.params, "extract-perception")
     try:
-        run(args.data, args.encoder, args.out, batch_size=p.get("batch_size", 256), shard_size=p.get("shard_size", 4096),
-            normalize=p.get("normalize", "clip"), dtype=p.get("dtype", "float32"))
+        run(args.data, args.encoder, args.out, batch_size=s.batch_size, shard_size=s.shard_size,
+            normalize=s.normalize, dtype=s.dtype)
     except ValueError as e:
         raise UserError(f"extract-perception: {e}") from None
 
@@ -75,15 +76,15 @@ def extract_perception(args) -> None:
 def finetune_epalm(args) -> None:
     from ..train.epalm import finetune_epalm as run
 
-    p = parse_params(args.params, "finetune-epalm")
-    method_config = p.get("method_config") or {}
+    s = EpalmTrain.from_params(args.params, "finetune-epalm")
+    method_config = s.method_config or {}
     check_method_config(args.method, method_config, "finetune-epalm")
-    if args.perception and p.get("augment", False):  # before any model is loaded
+    if args.perception and s.augment:  # before any model is loaded
         raise UserError("finetune-epalm: augment needs the encoder every step; drop --perception")
     run(args.data, args.lm, args.encoder, args.out, args.task, args.method,
-        train_config(p.get("train"), "finetune-epalm", args.seed),
-        p["batch_size"], features_dir=args.perception, augment=p.get("augment", False),
-        normalize_images=p.get("normalize", "clip"), loss_weight=p.get("loss_weight", 0.1), dropout=p.get("dropout"),
+        train_config(s.train, "finetune-epalm", args.seed),
+        s.batch_size, features_dir=args.perception, augment=s.augment,
+        normalize_images=s.normalize, loss_weight=s.loss_weight, dropout=s.dropout,
         method_config=method_config, resume_dir=args.resume_dir)
 
 
@@ -101,7 +102,7 @@ def finetune_epalm(args) -> None:
 def evaluate_epalm(args) -> None:
     from ..evaluate.epalm import evaluate_epalm as run
 
-    p = parse_params(args.params, "evaluate-epalm")
+    p = EpalmEvaluate.from_params(args.params, "evaluate-epalm").to_dict()
     checkpoints = {}
     for item in args.checkpoints:
         task, sep, path = item.partition("=")

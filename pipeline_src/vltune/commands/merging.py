@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..utils.io import read_json, write_json
-from .common import RESUME_DIR, command, log, merge_params, parse_params, provenance, train_config
+from ..settings import CollectGrams, VlmoFinetune, VlmoPretrain
+from .common import RESUME_DIR, command, log, merge_params, provenance, train_config
 
 
 @command("merge", "merge N safetensors state dicts with the same names (lazy, one tensor at a time)", [
@@ -43,12 +44,12 @@ def merge(args) -> None:
 def pretrain_vlmo(args) -> None:
     from ..train.vlmo_pretrain import pretrain_vlmo as run
 
-    p = parse_params(args.params, "pretrain-vlmo")
+    s = VlmoPretrain.from_params(args.params, "pretrain-vlmo")
     if args.mode not in ("agnostic", "specific"):
         raise UserError(f"--mode must be agnostic or specific, got {args.mode!r}")
     try:
-        run(args.data, args.tokenizer, args.out, p["arch"], args.mode, train_config(p.get("train"), "pretrain-vlmo"),
-            p["batch_size"], p.get("mlm_prob", 0.25), init_dir=args.init, resume_dir=args.resume_dir, stage=args.stage,
+        run(args.data, args.tokenizer, args.out, s.arch, args.mode, train_config(s.train, "pretrain-vlmo"),
+            s.batch_size, s.mlm_prob, init_dir=args.init, resume_dir=args.resume_dir, stage=args.stage,
             image_init=args.image_init)
     except (KeyError, ValueError) as e:
         raise UserError(f"pretrain-vlmo: bad params ({e})") from None
@@ -67,10 +68,10 @@ def collect_grams(args) -> None:
     from ..merge.grams import save_grams
     from ..train.vlmo_tasks import collect_task_grams
 
-    p = parse_params(args.params, "collect-grams")
+    s = CollectGrams.from_params(args.params, "collect-grams")
     t0 = time.perf_counter()
     grams, counts = collect_task_grams(args.model, args.data, args.tokenizer, args.task, args.split,
-                                       p.get("batch_size", 128))
+                                       s.batch_size)
     save_grams(grams, counts, args.out, {"task": args.task, "split": args.split, "model": args.model})
     log.info("collected %d Gram matrices on %s/%s in %.1f s", len(grams), args.task, args.split, time.perf_counter() - t0)
 
@@ -106,13 +107,13 @@ def merge_experts(args) -> None:
 def finetune_vlmo(args) -> None:
     from ..recipes.vlmo.experts import finetune_inits
 
-    p = parse_params(args.params, "finetune-vlmo")
+    p = VlmoFinetune.from_params(args.params, "finetune-vlmo").to_dict()
     inits = args.inits if len(args.inits) > 1 else args.inits * len(args.tasks)
     if len(inits) != len(args.tasks):
         raise UserError(f"--inits: give one init folder, or one per task ({len(args.tasks)}), got {len(args.inits)}")
     out = Path(args.out)
-    cfg = train_config(p.get("train"), "finetune-vlmo", args.seed)
-    ev = p.get("evaluate", {})
+    cfg = train_config(p["train"], "finetune-vlmo", args.seed)
+    ev = p["evaluate"]
     r = finetune_inits(inits, args.tasks, args.data, args.tokenizer, cfg, p["batch_size"], out,
                        ev.get("split", "test"), ev.get("batch_size", 256), resume_dir=args.resume_dir)
     arch = read_json(Path(inits[0]) / "vlmo.json").get("arch")

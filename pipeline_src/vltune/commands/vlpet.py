@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ..utils.io import write_json
-from .common import (RESUME_DIR, caption_scorer_ready, check_method_config, command, data_record, parse_params,
+from ..settings import Evaluate, VlpetFinetune
+from .common import (RESUME_DIR, caption_scorer_ready, check_method_config, command, data_record,
                      provenance, train_config, training_record, visual_tokens)
 
 
@@ -26,13 +27,13 @@ def finetune_vlbart(args) -> None:
     if args.method not in METHODS:
         raise UserError(f"--method {args.method!r} is not one of {', '.join(METHODS)}")
     vl_model_class(args.family)  # an unknown family fails here, before any data is read
-    p = parse_params(args.params, "finetune-vlbart")
-    method_config = p.get("method_config") or {}
+    s = VlpetFinetune.from_params(args.params, "finetune-vlbart")
+    method_config = s.method_config or {}
     check_method_config(args.method, method_config, "finetune-vlbart")
     run(args.data, args.features, args.backbone, args.out, args.method,
-        train_config(p.get("train"), "finetune-vlbart", args.seed),
-        p["batch_size"], p["task_weights"], resume_dir=args.resume_dir, dropout=p.get("dropout"),
-        method_config=method_config, family=args.family, visual=visual_tokens(p.get("visual")))
+        train_config(s.train, "finetune-vlbart", args.seed),
+        s.batch_size, s.task_weights, resume_dir=args.resume_dir, dropout=s.dropout,
+        method_config=method_config, family=args.family, visual=visual_tokens(s.visual))
 
 
 @command("evaluate-vlbart", "evaluate a VL-BART or VL-T5 checkpoint on the test split", [
@@ -49,10 +50,10 @@ def evaluate_vlbart(args) -> None:
     from ..evaluate.encdec import evaluate_vl_model as run
     from ..train.multitask import load_vl_model, visual_tokens as recorded_visual_tokens
 
-    p = parse_params(args.params, "evaluate-vlbart")
+    p = Evaluate.from_params(args.params, "evaluate-vlbart").to_dict()
     world = data_record(args.data)  # before hours of decoding, not after
     made = training_record(args.checkpoint)
-    tasks = p.pop("tasks", ["vqa", "gqa", "nlvr2", "caption"])
+    tasks = p.pop("tasks")
     caption_scorer_ready("caption" in tasks)
     model, tok, meta = load_vl_model(args.checkpoint, args.backbone)
     preds: dict | None = {} if args.predictions else None

@@ -182,3 +182,22 @@ def test_from_config_builds_the_params_the_rules_pass(config):
     clip = config["backbones"]["clip"]
     assert S.BackboneTrain.from_config(config, section="backbones.clip").to_dict() == \
         {"arch": clip["arch"], "train": clip["train"], "batch_size": clip["batch_size"]}
+
+
+def test_every_settings_field_names_a_key_the_schema_has():
+    """A field's config key is one the schema defines (a renamed key would otherwise be a silent
+    'no default')."""
+    import dataclasses
+
+    kinds = [k for k in vars(S).values() if isinstance(k, type) and issubclass(k, S.Settings) and k is not S.Settings]
+    assert len(kinds) >= 15
+    for kind in kinds:
+        section = kind.SECTION or "backbones.clip"
+        for f in dataclasses.fields(kind):
+            path = kind._path(f, section)
+            if path is None:
+                continue
+            node = SCHEMA
+            for part in path.split("."):
+                node = node.get("properties", {}).get(part)
+                assert node is not None, f"{kind.__name__}.{f.name}: {path} is not in the schema"

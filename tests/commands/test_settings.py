@@ -158,6 +158,16 @@ def test_default_config_params_round_trip_unchanged(config):
         (S.DasEvaluate, {**{k: config["evaluate"][k] for k in ("split", "batch_size", "caption_beams",
                                                                 "caption_max_len", "answer_max_len")},
                          "latency": config["das"]["latency"]}),
+        (S.DasFinetune, {k: v for k, v in _das_search_params(config).items() if k != "search"}
+         | {"train": config["das"]["train"]}),
+        (S.TokenizerTrain, config["tokenizer"]),
+        (S.Convert, {"vqa_vocab_size": config["download"]["vqa_vocab_size"]}),
+        (S.CollectGrams, {"batch_size": config["merging"]["grams"]["batch_size"]}),
+        (S.ImportCheckpoint, {"method_config": config["vlpet"]["method_configs"].get("vlpet-large", {}),
+                              "visual": config["features"]["tokens"]}),
+        (S.VitTrain, {k: config["backbones"]["vit"][k] for k in ("arch", "train", "batch_size", "patch_loss_weight")}),
+        *((S.BackboneTrain, {k: config["backbones"][name][k] for k in ("arch", "train", "batch_size")})
+          for name in ("clip", "bart", "t5", "opt")),
         (S.VlmoPretrain, {"arch": config["merging"]["arch"], "train": config["merging"]["pretrain"]["seed"],
                           "batch_size": config["merging"]["pretrain"]["batch_size"],
                           "mlm_prob": config["merging"]["pretrain"]["mlm_prob"]}),

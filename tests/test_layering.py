@@ -20,7 +20,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pipeline_src" / "vltune"
 # Low -> high. A module belongs to the layer of the longest prefix that names it (a prefix names
 # a module and everything under it); a module may import its own layer and every layer below.
 LAYERS: list[list[str]] = [
-    ["vltune", "vltune.errors", "vltune.registry", "vltune.config_numbers", "vltune.utils", "vltune.gpus"],
+    ["vltune", "vltune.errors", "vltune.registry", "vltune.config_numbers", "vltune.utils", "vltune.gpus",
+     "vltune.settings"],
     ["vltune.data"],
     ["vltune.merge", "vltune.report"],
     ["vltune.pet"],
@@ -31,7 +32,7 @@ LAYERS: list[list[str]] = [
     ["vltune.recipes"],
     ["vltune.das"],
     ["vltune.import_checkpoint", "vltune.verify"],
-    ["vltune.commands", "vltune.merging_commands"],
+    ["vltune.commands"],
     ["vltune.launch", "vltune.cli"],
 ]
 

@@ -24,12 +24,13 @@ from .verify import record_output_digests
 
 log = logging.getLogger(__name__)
 
-TRAINING = frozenset({"pretrain-clip", "pretrain-bart", "pretrain-t5", "finetune-vlbart"})
-
 
 def process_count(args) -> int:
-    """Data-parallel processes for this command: ``--processes``, else one per visible GPU (1 on CPU)."""
-    if args.command not in TRAINING:
+    """Data-parallel processes for this command: 1 unless it registered as multi-process
+    (vltune.commands), else ``--processes``, else one per visible GPU (1 on CPU)."""
+    from .commands import command_named
+
+    if not command_named(args.command).multiprocess:
         return 1
     if args.processes:
         return args.processes
@@ -73,7 +74,7 @@ def _identity(args):
 
 def run(args, argv: list[str]) -> int:
     """Run the parsed command ``args`` (``argv``: the command line that produced it)."""
-    from .commands import setup_runtime
+    from .commands.common import setup_runtime
 
     with claim_gpus(args.gpus):
         n = 1 if launched() else process_count(args)

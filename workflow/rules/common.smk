@@ -6,6 +6,7 @@ import re
 import shlex
 
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
@@ -24,21 +25,27 @@ def check_finite(value, key="config"):
         raise ValueError(f"config key {key}: {value} is not a finite number")
 
 
-def check_numbers_written_as_text():
-    """`1e-4` and `1.0e9` are text to YAML 1.1: refused naming the key and the spelling it reads as
-    a number (the schema read once, with libyaml, for this check alone)."""
+def number_written_as_text():
+    """`1e-4` and `1.0e9` are text to YAML 1.1: the message naming the first such key and the
+    spelling YAML reads as a number, or None (the schema read with libyaml, only for a config the
+    schema refused)."""
     from vltune.config_numbers import numbers_written_as_text
 
     with open(os.path.join(workflow.current_basedir, "../schemas/config.schema.yaml")) as f:
         problems = numbers_written_as_text(config, yaml.load(f, Loader=yaml.CSafeLoader))
-    if problems:
-        raise ValueError(problems[0])
+    return problems[0] if problems else None
 
 
 check_finite(config)
-check_numbers_written_as_text()
-# Rejects unknown keys and wrong types before any job starts, and fills the schema's defaults.
-validate(config, schema="../schemas/config.schema.yaml")
+# Rejects unknown keys and wrong types before any job starts, and fills the schema's defaults; a
+# number YAML read as text is named with its fix instead of the schema's type error.
+try:
+    validate(config, schema="../schemas/config.schema.yaml")
+except WorkflowError:
+    problem = number_written_as_text()
+    if problem:
+        raise ValueError(problem) from None
+    raise
 
 
 def check_method_configs():

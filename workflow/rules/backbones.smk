@@ -1,4 +1,7 @@
-# Backbones the pipeline pretrains itself on the world: tokenizer, tiny CLIP, tiny BART, tiny T5.
+# Backbones: the tokenizer, the tiny backbones pretrained on the world, or published ones fetched.
+
+
+include: "helpers/backbones.smk"
 
 
 # Byte-level BPE on the train split's text, saved as a PreTrainedTokenizerFast.
@@ -17,9 +20,7 @@ rule train_tokenizer:
         "benchmarks/train_tokenizer/tokenizer.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
-        slurm_partition=RES["cpu_partition"],
+        **cpu_job(mem_mb=2000, runtime=10),
     conda:
         "../../envs/vltune.yaml"
     shell:
@@ -27,125 +28,42 @@ rule train_tokenizer:
         " --params {params.tok:q} > {log} 2>&1"
 
 
-# Tiny CLIP (image + text towers) trained with the contrastive loss on image–caption pairs.
-if published("clip") is None:
+# The tiny backbones pretrained here (those with no `published`), one rule each, named after the
+# key: CLIP (image + text towers, contrastive loss on image–caption pairs), BART (a denoising LM,
+# text infilling) and T5 (span corruption, unique sentinels), all on the world's data.
+for kind in PRETRAINED_HERE:
 
-    rule pretrain_clip:
+    rule:
+        name:
+            f"pretrain_{kind}"
         input:
             tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
             tokenizer="resources/backbones/tokenizer",
         output:
             backbone=report(
-                directory(f"resources/backbones/{CLIP}"),
+                directory(f"resources/backbones/{NAMES[kind]}"),
                 patterns=["train_{name}.json"],
                 caption="../report/backbone.rst",
                 category=CATEGORY["backbones"],
-                labels={"backbone": CLIP, "file": "train_{name}.json"},
+                labels={"backbone": NAMES[kind], "file": "train_{name}.json"},
             ),
-            ledger=f"results/ledger/pretrain_clip/{CLIP}.json",
+            ledger=f"results/ledger/pretrain_{kind}/{NAMES[kind]}.json",
         params:
             data=tables_dir,
-            hp=backbone_params("clip"),
-            resume=f"resume/pretrain_clip/{CLIP}",
+            hp=backbone_params(kind),
+            resume=f"resume/pretrain_{kind}/{NAMES[kind]}",
         log:
-            f"logs/pretrain_clip/{CLIP}.log",
+            f"logs/pretrain_{kind}/{NAMES[kind]}.log",
         benchmark:
-            f"benchmarks/pretrain_clip/{CLIP}.tsv"
+            f"benchmarks/pretrain_{kind}/{NAMES[kind]}.tsv"
         threads: config["resources"]["threads"]
         priority: 1  # on the main-budget VL-PET run's path, the DAG's longest: start first
         resources:
-            mem_mb=RES["mem_mb"],
-            runtime=attempt_runtime,
-            gpu=TRAIN_GPUS,
-            cpus_per_gpu=cpus_per_gpu(TRAIN_GPUS),
-            gpu_model=RES["gpu_model"],
-            slurm_partition=RES["gpu_partition"],
+            **gpu_job(TRAIN_GPUS),
         conda:
             "../../envs/vltune.yaml"
         shell:
-            "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} pretrain-clip"
-            " --data {params.data:q} --tokenizer {input.tokenizer:q} --out {output.backbone:q} --params {params.hp:q}"
-            " --resume-dir {params.resume:q} > {log} 2>&1"
-
-
-# Tiny BART pretrained as a denoising LM (text infilling) on the world's text.
-if published("bart") is None:
-
-    rule pretrain_bart:
-        input:
-            tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
-            tokenizer="resources/backbones/tokenizer",
-        output:
-            backbone=report(
-                directory(f"resources/backbones/{BART}"),
-                patterns=["train_{name}.json"],
-                caption="../report/backbone.rst",
-                category=CATEGORY["backbones"],
-                labels={"backbone": BART, "file": "train_{name}.json"},
-            ),
-            ledger=f"results/ledger/pretrain_bart/{BART}.json",
-        params:
-            data=tables_dir,
-            hp=backbone_params("bart"),
-            resume=f"resume/pretrain_bart/{BART}",
-        log:
-            f"logs/pretrain_bart/{BART}.log",
-        benchmark:
-            f"benchmarks/pretrain_bart/{BART}.tsv"
-        threads: config["resources"]["threads"]
-        priority: 1  # on the main-budget VL-PET run's path, the DAG's longest: start first
-        resources:
-            mem_mb=RES["mem_mb"],
-            runtime=attempt_runtime,
-            gpu=TRAIN_GPUS,
-            cpus_per_gpu=cpus_per_gpu(TRAIN_GPUS),
-            gpu_model=RES["gpu_model"],
-            slurm_partition=RES["gpu_partition"],
-        conda:
-            "../../envs/vltune.yaml"
-        shell:
-            "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} pretrain-bart"
-            " --data {params.data:q} --tokenizer {input.tokenizer:q} --out {output.backbone:q} --params {params.hp:q}"
-            " --resume-dir {params.resume:q} > {log} 2>&1"
-
-
-# Tiny T5 pretrained as a span-corruption denoiser (unique sentinels) on the world's text.
-if published("t5") is None:
-
-    rule pretrain_t5:
-        input:
-            tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
-            tokenizer="resources/backbones/tokenizer",
-        output:
-            backbone=report(
-                directory(f"resources/backbones/{T5}"),
-                patterns=["train_{name}.json"],
-                caption="../report/backbone.rst",
-                category=CATEGORY["backbones"],
-                labels={"backbone": T5, "file": "train_{name}.json"},
-            ),
-            ledger=f"results/ledger/pretrain_t5/{T5}.json",
-        params:
-            data=tables_dir,
-            hp=backbone_params("t5"),
-            resume=f"resume/pretrain_t5/{T5}",
-        log:
-            f"logs/pretrain_t5/{T5}.log",
-        benchmark:
-            f"benchmarks/pretrain_t5/{T5}.tsv"
-        threads: config["resources"]["threads"]
-        priority: 1  # on the main-budget VL-PET run's path, the DAG's longest: start first
-        resources:
-            mem_mb=RES["mem_mb"],
-            runtime=attempt_runtime,
-            gpu=TRAIN_GPUS,
-            cpus_per_gpu=cpus_per_gpu(TRAIN_GPUS),
-            gpu_model=RES["gpu_model"],
-            slurm_partition=RES["gpu_partition"],
-        conda:
-            "../../envs/vltune.yaml"
-        shell:
-            "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} pretrain-t5"
+            f"vltune --threads {{threads}} --gpus {{resources.gpu}} --ledger {{output.ledger:q}} pretrain-{kind}"
             " --data {params.data:q} --tokenizer {input.tokenizer:q} --out {output.backbone:q} --params {params.hp:q}"
             " --resume-dir {params.resume:q} > {log} 2>&1"
 
@@ -166,9 +84,7 @@ rule fetch_backbone:
         "benchmarks/fetch_backbone/{backbone}.tsv"
     threads: 1
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        slurm_partition=RES["cpu_partition"],
+        **cpu_job(),
     conda:
         "../../envs/vltune.yaml"
     shell:

@@ -5,6 +5,9 @@
 # modality-agnostic VLMo on pixels (das.vlmo.backbone), the paper's single-stream setting.
 
 
+include: "helpers/das.smk"
+
+
 rule das_search:
     input:
         unpack(das_inputs),
@@ -23,12 +26,7 @@ rule das_search:
         "benchmarks/das_search/{family}/{task}/k{k}/seed{seed}.tsv"
     threads: config["resources"]["threads"]
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        gpu=1,
-        cpus_per_gpu=cpus_per_gpu(1),
-        gpu_model=RES["gpu_model"],
-        slurm_partition=RES["gpu_partition"],
+        **gpu_job(),
     conda:
         "../../envs/vltune.yaml"
     shell:
@@ -59,12 +57,7 @@ rule das_finetune:
         "benchmarks/das_finetune/{family}/{task}/k{k}/seed{seed}.tsv"
     threads: config["resources"]["threads"]
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        gpu=1,
-        cpus_per_gpu=cpus_per_gpu(1),
-        gpu_model=RES["gpu_model"],
-        slurm_partition=RES["gpu_partition"],
+        **gpu_job(),
     conda:
         "../../envs/vltune.yaml"
     shell:
@@ -100,12 +93,7 @@ rule das_evaluate:
         "benchmarks/das_evaluate/{family}/{task}/k{k}/seed{seed}.tsv"
     threads: config["resources"]["threads"]
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        gpu=1,
-        cpus_per_gpu=cpus_per_gpu(1),
-        gpu_model=RES["gpu_model"],
-        slurm_partition=RES["gpu_partition"],
+        **gpu_job(),
     conda:
         "../../envs/vltune.yaml"
     shell:
@@ -117,7 +105,7 @@ rule das_evaluate:
 rule das_report:
     input:
         metrics=das_metrics(),
-        skips=das_skips(),
+        skips=per_run(rules.das_search.output.skip, das_jobs(searched_only=True)),
     output:
         csv=report("results/report/das/das.csv", caption="../report/das.rst", category=CATEGORY["das"],
                    labels={"table": "DAS runs (CSV)"}),

@@ -1,6 +1,9 @@
 # Data: the canonical Arrow tables of the dataset (here the synthetic shapes world).
 
 
+include: "helpers/data.smk"
+
+
 # Generate the synthetic world deterministically from its seed.
 rule make_world:
     output:
@@ -22,9 +25,7 @@ rule make_world:
         "benchmarks/make_world/shapes.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
-        slurm_partition=RES["cpu_partition"],
+        **cpu_job(mem_mb=2000, runtime=10),
     conda:
         "../../envs/vltune.yaml"
     shell:
@@ -53,9 +54,7 @@ if DATASET != "shapes":
             "benchmarks/download/{source}.tsv"
         threads: 1
         resources:
-            mem_mb=2000,
-            runtime=attempt_runtime,
-            slurm_partition=RES["cpu_partition"],
+            **cpu_job(mem_mb=2000),
         conda:
             "../../envs/vltune.yaml"
         shell:
@@ -85,9 +84,7 @@ if DATASET != "shapes":
             f"benchmarks/convert/{DATASET}.tsv"
         threads: 1
         resources:
-            mem_mb=RES["mem_mb"],
-            runtime=attempt_runtime,
-            slurm_partition=RES["cpu_partition"],
+            **cpu_job(),
         conda:
             "../../envs/vltune.yaml"
         shell:

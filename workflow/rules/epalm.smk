@@ -4,6 +4,9 @@
 # with epalm.perception: recomputed (or augment on), training runs the encoder every step instead.
 
 
+include: "helpers/epalm.smk"
+
+
 if published("opt") is None:
 
     rule pretrain_opt:
@@ -29,12 +32,7 @@ if published("opt") is None:
             f"benchmarks/pretrain_opt/{OPT}.tsv"
         threads: epalm_threads
         resources:
-            mem_mb=RES["mem_mb"],
-            runtime=attempt_runtime,
-            gpu=1,
-            cpus_per_gpu=cpus_per_gpu(1),
-            gpu_model=RES["gpu_model"],
-            slurm_partition=RES["gpu_partition"],
+            **gpu_job(),
         conda:
             "../../envs/vltune.yaml"
         shell:
@@ -67,12 +65,7 @@ if published("vit") is None:
             f"benchmarks/pretrain_vit/{VIT}.tsv"
         threads: epalm_threads
         resources:
-            mem_mb=RES["mem_mb"],
-            runtime=attempt_runtime,
-            gpu=1,
-            cpus_per_gpu=cpus_per_gpu(1),
-            gpu_model=RES["gpu_model"],
-            slurm_partition=RES["gpu_partition"],
+            **gpu_job(),
         conda:
             "../../envs/vltune.yaml"
         shell:
@@ -96,12 +89,7 @@ rule extract_perception:
         f"benchmarks/extract_perception/{VIT}/{DATASET}.tsv"
     threads: epalm_threads
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        gpu=1,
-        cpus_per_gpu=cpus_per_gpu(1),
-        gpu_model=RES["gpu_model"],
-        slurm_partition=RES["gpu_partition"],
+        **gpu_job(),
     conda:
         "../../envs/vltune.yaml"
     shell:
@@ -134,12 +122,7 @@ rule finetune_epalm:
         "benchmarks/finetune_epalm/{method}/seed{seed}/{task}.tsv"
     threads: epalm_threads
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        gpu=1,
-        cpus_per_gpu=cpus_per_gpu(1),
-        gpu_model=RES["gpu_model"],
-        slurm_partition=RES["gpu_partition"],
+        **gpu_job(),
     conda:
         "../../envs/vltune.yaml"
     shell:
@@ -174,12 +157,7 @@ rule evaluate_epalm:
         "benchmarks/evaluate_epalm/{method}/seed{seed}.tsv"
     threads: epalm_threads
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        gpu=1,
-        cpus_per_gpu=cpus_per_gpu(1),
-        gpu_model=RES["gpu_model"],
-        slurm_partition=RES["gpu_partition"],
+        **gpu_job(),
     conda:
         "../../envs/vltune.yaml"
     shell:
@@ -206,9 +184,7 @@ rule import_epalm:
         "benchmarks/import_epalm/{method}/{task}.tsv"
     threads: 1
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        slurm_partition=RES["cpu_partition"],
+        **cpu_job(),
     conda:
         "../../envs/vltune.yaml"
     shell:

@@ -21,9 +21,7 @@ rule baselines:
         f"benchmarks/baselines/{DATASET}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
-        slurm_partition=RES["cpu_partition"],
+        **cpu_job(mem_mb=4000, runtime=20),
     conda:
         "../../envs/vltune.yaml"
     shell:

@@ -1,6 +1,9 @@
 # Features: CLIP grid / [CLS] / pooled vectors of every image, in the sharded feature store.
 
 
+include: "helpers/features.smk"
+
+
 rule extract_features:
     input:
         tables=[f"{DATA}/images.arrow"],
@@ -18,12 +21,7 @@ rule extract_features:
     threads: config["resources"]["threads"]
     priority: 1  # on the main-budget VL-PET run's path (backbones.smk)
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        gpu=1,
-        cpus_per_gpu=cpus_per_gpu(1),
-        gpu_model=RES["gpu_model"],
-        slurm_partition=RES["gpu_partition"],
+        **gpu_job(),
     conda:
         "../../envs/vltune.yaml"
     shell:

@@ -3,6 +3,9 @@
 # modality-agnostic baseline is pretrained for the same total steps.
 
 
+include: "helpers/merging.smk"
+
+
 # Modality-agnostic "seed" pretraining (MLM + ITC + ITM), from random weights or the ViT
 # (merging.pretrain.image_init: the paper starts from BEiT).
 rule seed_pretrain:
@@ -22,12 +25,7 @@ rule seed_pretrain:
         "benchmarks/seed_pretrain/seed.tsv"
     threads: config["merging"]["threads"]
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        gpu=1,
-        cpus_per_gpu=cpus_per_gpu(1),
-        gpu_model=RES["gpu_model"],
-        slurm_partition=RES["gpu_partition"],
+        **gpu_job(),
     conda:
         "../../envs/vltune.yaml"
     shell:
@@ -54,12 +52,7 @@ rule specific_pretrain:
         "benchmarks/specific_pretrain/specific.tsv"
     threads: config["merging"]["threads"]
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        gpu=1,
-        cpus_per_gpu=cpus_per_gpu(1),
-        gpu_model=RES["gpu_model"],
-        slurm_partition=RES["gpu_partition"],
+        **gpu_job(),
     conda:
         "../../envs/vltune.yaml"
     shell:
@@ -86,12 +79,7 @@ rule agnostic_pretrain:
         "benchmarks/agnostic_pretrain/agnostic.tsv"
     threads: config["merging"]["threads"]
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        gpu=1,
-        cpus_per_gpu=cpus_per_gpu(1),
-        gpu_model=RES["gpu_model"],
-        slurm_partition=RES["gpu_partition"],
+        **gpu_job(),
     conda:
         "../../envs/vltune.yaml"
     shell:
@@ -119,12 +107,7 @@ rule collect_grams:
         "benchmarks/collect_grams/{task}.tsv"
     threads: config["merging"]["threads"]
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        gpu=1,
-        cpus_per_gpu=cpus_per_gpu(1),
-        gpu_model=RES["gpu_model"],
-        slurm_partition=RES["gpu_partition"],
+        **gpu_job(),
     conda:
         "../../envs/vltune.yaml"
     shell:
@@ -149,9 +132,7 @@ rule merge_experts:
         "benchmarks/merge_experts/{merge}.tsv"
     threads: 1
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        slurm_partition=RES["cpu_partition"],
+        **cpu_job(),
     conda:
         "../../envs/vltune.yaml"
     shell:
@@ -185,12 +166,7 @@ rule finetune_vlmo:
         "benchmarks/finetune_vlmo/{init}/seed{seed}.tsv"
     threads: config["merging"]["threads"]
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        gpu=1,
-        cpus_per_gpu=cpus_per_gpu(1),
-        gpu_model=RES["gpu_model"],
-        slurm_partition=RES["gpu_partition"],
+        **gpu_job(),
     conda:
         "../../envs/vltune.yaml"
     shell:

@@ -2,10 +2,13 @@
 # a Pareto plot (trainable % vs Avg); the run ledger of every job; the rule graph.
 
 
+include: "helpers/report.smk"
+
+
 rule report:
     input:
-        metrics=report_inputs(),
-        ledgers=ledger_inputs(),
+        metrics=report_metrics,
+        ledgers=ledgers,
     output:
         csv=report(
             "results/report/summary.csv",

@@ -2,6 +2,9 @@
 # then evaluation. The steps are in the path so a short-budget run never overwrites a full-length one.
 
 
+include: "helpers/vlpet.smk"
+
+
 rule finetune_vlbart:
     input:
         tables=expand(f"{DATA}/{{table}}.arrow", table=TABLES),
@@ -29,12 +32,7 @@ rule finetune_vlbart:
     threads: config["resources"]["threads"]
     priority: main_budget_first
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        gpu=TRAIN_GPUS,
-        cpus_per_gpu=cpus_per_gpu(TRAIN_GPUS),
-        gpu_model=RES["gpu_model"],
-        slurm_partition=RES["gpu_partition"],
+        **gpu_job(TRAIN_GPUS),
     conda:
         "../../envs/vltune.yaml"
     shell:
@@ -71,12 +69,7 @@ rule evaluate_vlbart:
         "benchmarks/evaluate_vlbart/{family}/{method}/steps{steps}/seed{seed}.tsv"
     threads: config["resources"]["threads"]
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        gpu=1,
-        cpus_per_gpu=cpus_per_gpu(1),
-        gpu_model=RES["gpu_model"],
-        slurm_partition=RES["gpu_partition"],
+        **gpu_job(),
     conda:
         "../../envs/vltune.yaml"
     shell:
@@ -105,9 +98,7 @@ rule import_vlbart:
         "benchmarks/import_vlbart/{family}/{method}.tsv"
     threads: 1
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=attempt_runtime,
-        slurm_partition=RES["cpu_partition"],
+        **cpu_job(),
     conda:
         "../../envs/vltune.yaml"
     shell:

@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pipeline_src" / "vltune"
 # a module and everything under it); a module may import its own layer and every layer below.
 LAYERS: list[list[str]] = [
     ["vltune", "vltune.errors", "vltune.registry", "vltune.config_numbers", "vltune.utils", "vltune.gpus",
-     "vltune.settings"],
+     "vltune.settings", "vltune.merge_methods"],
     ["vltune.data"],
     ["vltune.merge", "vltune.report"],
     ["vltune.pet"],

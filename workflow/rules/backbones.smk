@@ -13,7 +13,7 @@ rule train_tokenizer:
         ledger="results/ledger/train_tokenizer/tokenizer.json",
     params:
         data=tables_dir,
-        tok=as_json(config["tokenizer"]),
+        tok=settings_json("TokenizerTrain"),
     log:
         "logs/train_tokenizer/tokenizer.log",
     benchmark:

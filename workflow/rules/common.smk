@@ -114,6 +114,7 @@ RES = config["resources"]
 TRAIN_GPUS = RES["gpus"]
 
 from vltune.merge_methods import MERGE_METHODS, gram_merges
+import vltune.settings as vltune_settings  # the commands' typed --params
 from vltune.pet import method_names  # check_method_configs already imported the registry
 
 # Merges swept over one number, written in the init's name: `interpolation-r0.5`, `arithmetic-l0.75`.
@@ -165,6 +166,12 @@ def cpu_job(mem_mb=None, runtime=attempt_runtime):
 def as_json(obj):
     """One JSON argument for `vltune --params` (quoted with :q in the rules)."""
     return json.dumps(obj, sort_keys=True)
+
+
+def settings_json(kind, section=None, **given):
+    """A rule's `--params`: its command's typed settings (vltune.settings.<kind>) read off the
+    validated config; `given`: what the rule sets itself (a budget from a wildcard, a method's config)."""
+    return as_json(getattr(vltune_settings, kind).from_config(config, section, **given).to_dict())
 
 
 def published(key):

@@ -76,7 +76,7 @@ if DATASET != "shapes":
             ledger=f"results/ledger/convert/{DATASET}.json",
         params:
             sources=convert_sources,
-            hp=as_json({"vqa_vocab_size": config["download"]["vqa_vocab_size"]}),
+            hp=settings_json("Convert"),
             out=world_dir,
         log:
             f"logs/convert/{DATASET}.log",

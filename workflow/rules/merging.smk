@@ -100,7 +100,7 @@ rule collect_grams:
     params:
         data=tables_dir,
         split=config["merging"]["grams"]["split"],
-        hp=as_json({"batch_size": config["merging"]["grams"]["batch_size"]}),
+        hp=settings_json("CollectGrams"),
     log:
         "logs/collect_grams/{task}.log",
     benchmark:

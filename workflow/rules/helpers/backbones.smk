@@ -8,8 +8,7 @@ NAMES = {key: b["name"] for key, b in config["backbones"].items()}
 
 
 def backbone_params(name):
-    b = config["backbones"][name]
-    return as_json({"arch": b["arch"], "train": b["train"], "batch_size": b["batch_size"]})
+    return settings_json("BackboneTrain", f"backbones.{name}")
 
 
 def fetch_params(wildcards):

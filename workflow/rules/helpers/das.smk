@@ -5,27 +5,19 @@ def das_config():
     return config.get("das") or {"tasks": []}
 
 
-def _das_common():
-    d = das_config()
-    return {"batch_size": d["batch_size"], "dropout": d["dropout"], "method_config": d["method_config"],
-            "visual": VISUAL_TOKENS}
-
-
 def das_search_params(wildcards):
     d = das_config()
     search = dict(d["search"])
     train = {**d["train"], "steps": search.pop("steps")}
-    return as_json({**_das_common(), "train": train, "search": search})
+    return settings_json("DasSearch", train=train, search=search)
 
 
 def das_finetune_params(wildcards):
-    return as_json({**_das_common(), "train": das_config()["train"]})
+    return settings_json("DasFinetune")
 
 
 def das_evaluate_params(wildcards):
-    e = config["evaluate"]
-    keys = ("split", "batch_size", "caption_beams", "caption_max_len", "answer_max_len")
-    return as_json({**{k: e[k] for k in keys}, "latency": das_config()["latency"]})
+    return settings_json("DasEvaluate")
 
 
 def das_skip_file(wildcards):

@@ -10,8 +10,7 @@ def world_dir(wildcards, output):
 
 
 def download_params(wildcards):
-    d = config["download"]
-    return as_json({k: d[k] for k in ("mirror", "retries", "backoff", "timeout")})
+    return settings_json("Download")
 
 
 def download_manifest(wildcards):

@@ -44,12 +44,11 @@ def epalm_threads(wildcards=None):
 
 
 def vit_params(wildcards=None):
-    b = config["backbones"]["vit"]
-    return as_json({k: b[k] for k in ("arch", "train", "batch_size", "patch_loss_weight")})
+    return settings_json("VitTrain")
 
 
 def perception_params(wildcards=None):
-    return as_json({**EXTRACTION, "normalize": config["epalm"]["normalize"]})
+    return settings_json("Perception")
 
 
 def epalm_inputs(wildcards):
@@ -66,10 +65,7 @@ def perception_arg(wildcards):
 
 
 def epalm_train_params(wildcards):
-    e = config["epalm"]
-    keys = ("batch_size", "loss_weight", "dropout", "augment", "normalize")
-    return as_json({**{k: e[k] for k in keys}, "train": e["train"],
-                    "method_config": e["method_configs"].get(wildcards.method, {})})
+    return settings_json("EpalmTrain", method_config=config["epalm"]["method_configs"].get(wildcards.method, {}))
 
 
 def epalm_checkpoints(wildcards):
@@ -83,7 +79,7 @@ def epalm_checkpoint_args(wildcards):
 
 
 def epalm_evaluate_params(wildcards):
-    return as_json({"split": config["evaluate"]["split"], **config["epalm"]["evaluate"]})
+    return settings_json("EpalmEvaluate")
 
 
 # --- released checkpoints (epalm.init_from; vltune import-checkpoint) ------------------------------
@@ -96,7 +92,7 @@ def imported_epalm_source(wildcards):
 
 
 def import_epalm_params(wildcards):
-    return as_json({"method_config": config["epalm"]["method_configs"].get(wildcards.method, {})})
+    return settings_json("ImportCheckpoint", method_config=config["epalm"]["method_configs"].get(wildcards.method, {}))
 
 
 def imported_epalm_checkpoints(wildcards):

@@ -44,8 +44,7 @@ def vlmo_pretrain_params(stage):
     train = dict(p["specific" if stage == "agnostic" else stage])
     if stage == "agnostic" and p["agnostic_from"] == "scratch":
         train["steps"] = p["seed"]["steps"] + p["specific"]["steps"]
-    return as_json({"arch": config["merging"]["arch"], "train": train, "batch_size": p["batch_size"],
-                    "mlm_prob": p["mlm_prob"]})
+    return settings_json("VlmoPretrain", train=train)
 
 
 def vlmo_image_init():
@@ -112,9 +111,8 @@ def finetune_vlmo_inputs(wildcards):
 
 
 def vlmo_finetune_params():
-    f = config["merging"]["finetune"]
-    return as_json({"train": f["train"], "batch_size": f["batch_size"],
-                    "evaluate": {"split": config["evaluate"]["split"], "batch_size": config["evaluate"]["batch_size"]}})
+    e = config["evaluate"]
+    return settings_json("VlmoFinetune", evaluate={"split": e["split"], "batch_size": e["batch_size"]})
 
 
 def metrics_dir(wildcards, output):

@@ -10,9 +10,8 @@ def family_backbone(wildcards):
 
 def finetune_params(wildcards):
     v = config["vlpet"]
-    keys = ("batch_size", "task_weights", "dropout")
-    return as_json({**{k: v[k] for k in keys}, "train": {**v["train"], "steps": int(wildcards.steps)},
-                    "method_config": v["method_configs"].get(wildcards.method, {}), "visual": VISUAL_TOKENS})
+    return settings_json("VlpetFinetune", train={**v["train"], "steps": int(wildcards.steps)},
+                         method_config=v["method_configs"].get(wildcards.method, {}))
 
 
 def main_budget_first(wildcards):
@@ -32,7 +31,7 @@ def evaluate_params(wildcards):
     v = config["vlpet"]
     short = int(wildcards.steps) != v["train"]["steps"]
     limit = {"max_examples": v["short"]["eval_examples"]} if short and v["short"]["eval_examples"] else {}
-    return as_json({**config["evaluate"], "tasks": sorted(v["task_weights"]), **limit})
+    return settings_json("Evaluate", tasks=sorted(v["task_weights"]), **limit)
 
 
 def vlpet_budgets():
@@ -60,12 +59,12 @@ def imported_vlpet_experiment(wildcards):
 
 
 def import_vlpet_params(wildcards):
-    return as_json({"method_config": config["vlpet"]["method_configs"].get(wildcards.method, {}),
-                    "visual": VISUAL_TOKENS})
+    return settings_json("ImportCheckpoint", method_config=config["vlpet"]["method_configs"].get(wildcards.method, {}),
+                         visual=VISUAL_TOKENS)
 
 
 def imported_evaluate_params(wildcards):
-    return as_json({**config["evaluate"], "tasks": sorted(config["vlpet"]["task_weights"])})
+    return settings_json("Evaluate", tasks=sorted(config["vlpet"]["task_weights"]))
 
 
 def vlpet_runs():

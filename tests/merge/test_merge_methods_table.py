@@ -1,22 +1,27 @@
-"""The workflow plans its merge jobs from `vltune.merge_methods` (torch-free); the merge registry is
-the truth that table must restate."""
+"""The workflow plans its merge jobs from `vltune.merge_methods` (torch-free); the merge registry
+takes each method's base and Gram use from that table, and must register a function for every name."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import pytest
+
 from vltune.merge import get_method, method_names
+from vltune.merge.base import register
 from vltune.merge_methods import MERGE_METHODS, based_merges, gram_merges
 
 
-def test_the_torch_free_table_names_every_registered_merge_with_its_base_and_grams():
+def test_every_planned_merge_has_a_registered_function_and_no_other_is_registered():
     assert sorted(MERGE_METHODS) == sorted(method_names())
-    for name, entry in MERGE_METHODS.items():
-        method = get_method(name)
-        assert (entry["base"], entry["uses_grams"]) == (method.base, method.uses_grams), name
     assert set(based_merges()) == {n for n in method_names() if get_method(n).base == "required"}
     assert set(gram_merges()) == {n for n in method_names() if get_method(n).uses_grams}
+
+
+def test_a_merge_the_planning_table_does_not_name_cannot_be_registered():
+    with pytest.raises(ValueError, match="no entry in vltune.merge_methods"):
+        register("not-planned")(lambda tensors, **kw: tensors[0])
 
 
 def test_the_merge_table_imports_without_torch():

@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from ..utils.io import read_json, write_json
+from ..merge_methods import MERGE_METHODS
 from ..settings import CollectGrams, VlmoFinetune, VlmoPretrain
+from ..utils.io import read_json, write_json
 from .common import RESUME_DIR, command, log, merge_params, provenance, train_config
 
 
 @command("merge", "merge N safetensors state dicts with the same names (lazy, one tensor at a time)", [
-    ("--method", dict(required=True, help="merge method: average, interpolation, arithmetic, ties, dare, regmean")),
+    ("--method", dict(required=True, help="merge method: " + ", ".join(MERGE_METHODS))),
     ("--inputs", dict(action="extend", nargs="+", required=True, help="safetensors files to merge (same tensor names and shapes)")),
     ("--base", dict(default=None, help="base/central weights for arithmetic, ties, dare (task vectors = input - base)")),
     ("--grams", dict(action="extend", nargs="+", default=None, help="RegMean: one Gram safetensors per input, keyed by Linear module name")),

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ..errors import UserError
+from ..merge_methods import MERGE_METHODS as PLANNED
 from ..registry import Registry
 
 MergeFn = Callable[..., torch.Tensor]
@@ -76,11 +77,16 @@ def _coerce(method: str, key: str, value: Any, default: Any) -> Any:
 MERGE_METHODS: Registry[MergeMethod] = Registry("merge method")
 
 
-def register(name: str, *, params: Mapping[str, Any] | None = None, base: str = "none", uses_grams: bool = False,
-             pretty_name: str = "", reference_url: str = "") -> Callable[[MergeFn], MergeFn]:
-    """Decorator registering a per-tensor merge function under ``name``."""
+def register(name: str, *, params: Mapping[str, Any] | None = None, pretty_name: str = "",
+             reference_url: str = "") -> Callable[[MergeFn], MergeFn]:
+    """Decorator registering a per-tensor merge function under ``name``; whether it reads a base
+    model and Gram matrices comes from its entry in ``vltune.merge_methods`` (the workflow plans
+    from that torch-free table, so it is the one place these are written)."""
+    if name not in PLANNED:
+        raise ValueError(f"merge method {name!r} has no entry in vltune.merge_methods.MERGE_METHODS")
+    base, uses_grams = PLANNED[name]["base"], PLANNED[name]["uses_grams"]
     if base not in ("required", "optional", "none"):
-        raise ValueError(f"base must be required|optional|none, got {base!r}")
+        raise ValueError(f"vltune.merge_methods: {name}.base must be required|optional|none, got {base!r}")
 
     def deco(fn: MergeFn) -> MergeFn:
         MERGE_METHODS.add(name, MergeMethod(name, fn, dict(params or {}), base, uses_grams, pretty_name or name,

@@ -70,7 +70,7 @@ def regmean_weight(weights: list[torch.Tensor], grams: list[torch.Tensor], alpha
     return out.to(weights[0].dtype)
 
 
-@register("regmean", params={"alpha": 1.0, "ridge": 0.0}, uses_grams=True, pretty_name="RegMean",
+@register("regmean", params={"alpha": 1.0, "ridge": 0.0}, pretty_name="RegMean",
           reference_url="https://arxiv.org/abs/2212.09849")
 def regmean(tensors, *, base=None, grams=None, key="", params=None) -> torch.Tensor:
     """Linear weights with Grams: the RegMean solution; anything else: the plain mean."""

@@ -98,14 +98,14 @@ def generalized_task_arithmetic(tensors, base, key, *, lam: float, sparsify: str
     return (base.to(delta.dtype) + lam * delta).to(tensors[0].dtype)
 
 
-@register("arithmetic", params={"lambda": 1.0}, base="required", pretty_name="modality arithmetic",
+@register("arithmetic", params={"lambda": 1.0}, pretty_name="modality arithmetic",
           reference_url="https://arxiv.org/abs/2304.14933")
 def arithmetic(tensors, *, base=None, grams=None, key="", params=None) -> torch.Tensor:
     """``W_0 + λ Σ_m (W_m − W_0)``."""
     return generalized_task_arithmetic(tensors, base, key, lam=params["lambda"])
 
 
-@register("ties", params={"density": 0.5, "lambda": 1.0}, base="required", pretty_name="TIES",
+@register("ties", params={"density": 0.5, "lambda": 1.0}, pretty_name="TIES",
           reference_url="https://arxiv.org/abs/2306.01708")
 def ties(tensors, *, base=None, grams=None, key="", params=None) -> torch.Tensor:
     """Trim (top ``density`` by magnitude), elect sign, disjoint mean, scale by λ."""
@@ -113,7 +113,7 @@ def ties(tensors, *, base=None, grams=None, key="", params=None) -> torch.Tensor
                                        density=params["density"], consensus="sum")
 
 
-@register("dare", params={"density": 0.5, "lambda": 1.0, "seed": 0, "rescale": True}, base="required",
+@register("dare", params={"density": 0.5, "lambda": 1.0, "seed": 0, "rescale": True},
           pretty_name="DARE", reference_url="https://arxiv.org/abs/2311.03099")
 def dare(tensors, *, base=None, grams=None, key="", params=None) -> torch.Tensor:
     """Drop task-vector entries with probability 1 − ``density``, rescale by 1/density, sum, scale by λ."""

@@ -31,7 +31,7 @@ LAYERS: list[list[str]] = [
     ["vltune.evaluate"],
     ["vltune.recipes"],
     ["vltune.das"],
-    ["vltune.import_checkpoint", "vltune.verify"],
+    ["vltune.import_checkpoint", "vltune.verify", "vltune.config_checks"],
     ["vltune.commands"],
     ["vltune.launch", "vltune.cli"],
 ]

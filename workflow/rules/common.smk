@@ -9,20 +9,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-
-def check_finite(value, key="config"):
-    """YAML reads `.nan` and `.inf` as numbers, which JSON schema's `number` admits: refused here,
-    naming the key, before they become a learning rate or a budget."""
-    import math
-
-    if isinstance(value, dict):
-        for k, v in value.items():
-            check_finite(v, f"{key}.{k}" if key != "config" else str(k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            check_finite(v, f"{key}[{i}]")
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"config key {key}: {value} is not a finite number")
+from vltune.config_checks import check_data_and_backbones, check_finite, check_method_configs
 
 
 def number_written_as_text():
@@ -48,26 +35,7 @@ except WorkflowError:
     raise
 
 
-def check_method_configs():
-    """Each method's hyper-parameters through its config dataclass now, so a typo in
-    `vlpet.method_configs`, `epalm.method_configs` or `das.method_config` stops the workflow before
-    any job (the schema cannot know the keys). DAS's `skip` is the search's result, never a config value."""
-    from vltune.pet import resolve_config
-
-    checks = [(f"{section}.method_configs.{method}", method, overrides)
-              for section in ("vlpet", "epalm") for method, overrides in config[section]["method_configs"].items()]
-    das = (config.get("das") or {}).get("method_config", {})
-    if "skip" in das:
-        raise ValueError("config key das.method_config.skip: the skip set comes from das_search's skip.json")
-    checks.append(("das.method_config", "das", das))
-    for key, method, overrides in checks:
-        try:
-            resolve_config({**overrides, "method": method})
-        except ValueError as e:
-            raise ValueError(f"config key {key}: {e}") from None
-
-
-check_method_configs()
+check_method_configs(config)
 
 # Lets `--sdm conda` install this package into the rules' environment (see envs/vltune.yaml).
 os.environ.setdefault("VLTUNE_ROOT", workflow.basedir)
@@ -86,19 +54,7 @@ def set_commit_env():
 set_commit_env()
 
 
-def check_data_and_backbones():
-    """What the schema cannot say: a real dataset names its sources, and each backbone is either
-    fetched (`published`) or pretrained here (`arch` and `train`)."""
-    if config["dataset"] != "shapes" and not config["download"]["sources"]:
-        raise ValueError(f"config key download.sources: dataset {config['dataset']!r} is not the synthetic "
-                         "'shapes' world, so list the official sources to convert (e.g. [coco2014, vqav2])")
-    for key, b in config["backbones"].items():
-        if b.get("published") is None and not ("arch" in b and "train" in b):
-            raise ValueError(f"config key backbones.{key}: give `published` (a backbone to fetch) or both "
-                             "`arch` and `train` (a tiny one the pipeline pretrains)")
-
-
-check_data_and_backbones()
+check_data_and_backbones(config)
 
 DATASET = config["dataset"]
 DATA = f"resources/data/{DATASET}"

@@ -52,6 +52,9 @@ for kind in PRETRAINED_HERE:
             data=tables_dir,
             hp=backbone_params(kind),
             resume=f"resume/pretrain_{kind}/{NAMES[kind]}",
+            # A param, not an f-string in `shell`: Snakemake evaluates the shell string when the
+            # job runs, after the loop has moved on, so a loop variable there names the last kind.
+            command=f"pretrain-{kind}",
         log:
             f"logs/pretrain_{kind}/{NAMES[kind]}.log",
         benchmark:
@@ -63,7 +66,7 @@ for kind in PRETRAINED_HERE:
         conda:
             "../../envs/vltune.yaml"
         shell:
-            f"vltune --threads {{threads}} --gpus {{resources.gpu}} --ledger {{output.ledger:q}} pretrain-{kind}"
+            "vltune --threads {threads} --gpus {resources.gpu} --ledger {output.ledger:q} {params.command}"
             " --data {params.data:q} --tokenizer {input.tokenizer:q} --out {output.backbone:q} --params {params.hp:q}"
             " --resume-dir {params.resume:q} > {log} 2>&1"
 

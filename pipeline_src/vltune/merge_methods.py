@@ -8,14 +8,18 @@ at parse time. ``base``: whether the method reads ``--base`` ("required", "optio
 
 from __future__ import annotations
 
+# In the order the report lists them.
 MERGE_METHODS: dict[str, dict] = {
     "average": {"base": "none", "uses_grams": False},
     "interpolation": {"base": "none", "uses_grams": False},
     "arithmetic": {"base": "required", "uses_grams": False},
+    "regmean": {"base": "none", "uses_grams": True},
     "ties": {"base": "required", "uses_grams": False},
     "dare": {"base": "required", "uses_grams": False},
-    "regmean": {"base": "none", "uses_grams": True},
 }
+# The merging study's other inits: the modality-agnostic baseline, the seed and a modality-specific
+# model, each fine-tuned as it was pretrained (``merging.inits`` is these and the merges).
+PRETRAINED_INITS: tuple[str, ...] = ("agnostic", "seed", "specific")
 
 
 def based_merges() -> tuple[str, ...]:

@@ -28,3 +28,14 @@ def test_the_merge_table_imports_without_torch():
     code = "import sys, vltune.merge_methods as m; print(m.based_merges(), 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "('arithmetic', 'ties', 'dare') False"
+
+
+def test_the_schemas_merging_inits_are_the_pretrained_inits_and_the_planned_merges():
+    import yaml
+
+    from vltune.merge_methods import PRETRAINED_INITS
+    from vltune.settings import SCHEMA_FILE
+
+    inits = yaml.safe_load(SCHEMA_FILE.read_text())["properties"]["merging"]["properties"]["inits"]
+    assert set(inits["items"]["enum"]) == {*PRETRAINED_INITS, *MERGE_METHODS}
+    assert set(inits["default"]) <= set(inits["items"]["enum"])

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..merge_methods import MERGE_METHODS, PRETRAINED_INITS
 from ..utils.io import atomic_path, read_json, write_bytes_atomic
 
 ID_COLUMNS = ["experiment", "method", "seed", "trainable_params", "total_params", "trainable_pct"]
@@ -38,7 +39,7 @@ PRETTY = {"vqa_accuracy": "VQA", "gqa_accuracy": "GQA", "nlvr2_accuracy": "NLVR2
           "retrieval_tr_r1": "TR@1", "retrieval_ir_r1": "IR@1", "merge_expert_cos": "experts cos(τ)",
           "merge_expert_rel_l2": "experts ‖ΔW‖/‖W₀‖", "merge_merge_gap": "merge gap"}
 # The merging table reads as the paper's path: baselines, then seed → specific → each merge.
-MERGING_ORDER = ["agnostic", "seed", "specific", "average", "interpolation", "arithmetic", "regmean", "ties", "dare"]
+MERGING_ORDER = [*PRETRAINED_INITS, *MERGE_METHODS]
 
 
 def _is_metric(key: str, value) -> bool:

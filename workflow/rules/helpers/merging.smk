@@ -1,8 +1,7 @@
 # Helpers of merging.smk (included at its top).
 
-from vltune.merge_methods import based_merges
+from vltune.merge_methods import PRETRAINED_INITS, based_merges
 
-PRETRAINED_INITS = ("seed", "specific", "agnostic")
 # Each swept merge's parameter and the config list of its values (letter in the name: common.smk).
 SWEPT_PARAMS = {"interpolation": ("ratio", "ratios"), "arithmetic": ("lambda", "lambdas")}
 

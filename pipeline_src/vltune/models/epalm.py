@@ -31,7 +31,12 @@ keys/values never depend on later text — except in one case: with ``"full"`` a
 layers, the token leaves layer e − 1 having attended to all text, so its state, and with it every
 position's in layers > e, changes with each new token. There each step re-queries the token at
 layer e − 1 (against the cached keys) and re-runs layers ≥ e over the whole sequence from their
-stored inputs (kept in the cache, so beam search reorders them with it).
+stored inputs (kept in the cache, so beam search reorders them with it). One difference remains
+there: a left pad at a layer with neither the prompt nor the token has no key to attend to, so its
+softmax is uniform over all keys, later text included; ``"full"`` lets the token read the pads, so
+without a cache their change reaches the text (of the order 1e-6 in the logits), while the cache
+keeps their prefill value. With a prompt, or the token from layer 0, every pad row has a key and
+the two paths agree to rounding.
 """
 
 from __future__ import annotations

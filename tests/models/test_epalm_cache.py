@@ -14,7 +14,7 @@ from vltune.models.epalm import EPALM
 from vltune.pet import apply_pet
 
 LAYERS = 6  # the tiny OPT of test_epalm_model.py
-NEW = 4
+NEW = 3
 IDS = torch.tensor([[1, 1, 5, 9, 4], [2, 7, 8, 9, 3], [1, 1, 1, 6, 4]])  # left padded, unequal lengths
 MASK = (IDS != 1).long()
 
@@ -26,7 +26,18 @@ def tiny(load_module):
     return module
 
 
+_BUILT: dict = {}
+
+
 def model_for(tiny, method: dict) -> EPALM:
+    """One model per method config for the whole module (generate leaves a model as it found it)."""
+    key = repr(sorted(method.items()))
+    if key not in _BUILT:
+        _BUILT[key] = _build(tiny, method)
+    return _BUILT[key]
+
+
+def _build(tiny, method: dict) -> EPALM:
     model = EPALM(tiny.make_lm(), tiny.make_vit())
     apply_pet(model, method)
     with torch.no_grad():
@@ -92,12 +103,12 @@ def test_cached_decoding_with_left_padding_in_a_batch(tiny, name, mask, num_beam
 def test_layers_after_end_are_rerun_for_the_full_mask(tiny):
     """Without re-running layers >= e (the token frozen at its prefill state), ``full`` with e < L
     decodes unpadded rows differently from the uncached path: the re-run is what makes them equal."""
-    model = model_for(tiny, {**METHODS["linear-2..4"], "mask": "full"})
+    model = _build(tiny, {**METHODS["linear-2..4"], "mask": "full"})
     ids, attn = IDS[1:2], MASK[1:2]
     exact = max(score_gap(*both(model, ids, attn, 1)))
     model._refreshes_token = lambda: False
     frozen = max(score_gap(*both(model, ids, attn, 1)))
-    assert exact < 1e-7 < 1e-6 < frozen  # measured: 0.0 and 5e-6
+    assert exact < 1e-7 < 1e-6 < frozen  # measured: 0.0 and 4e-6
 
 
 def test_first_step_scores_are_the_forward_logits(tiny):

@@ -326,6 +326,7 @@ class EpalmEvaluate(Settings):
     num_beams: int = config_key("num_beams")
     answer_max_len: int = config_key("answer_max_len")
     caption_max_len: int = config_key("caption_max_len")
+    kv_cache: bool = config_key("kv_cache")
 
 
 # --- merging study (workflow/rules/merging.smk) -------------------------------------------------

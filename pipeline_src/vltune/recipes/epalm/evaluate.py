@@ -1,10 +1,12 @@
 """Evaluate eP-ALM checkpoints (one per task) on a split: generate, score, return flat metrics.
 
 Decoding as the reference's accelerate scripts (eP-ALM, arXiv 2303.11403): beam search (``num_beams``, 3
-there), no sampling, no KV cache; VQA/GQA prompt ``</s>question?</a>`` and the answer is the text
-generated after it; captions start from ``</s>`` alone. Prompts are left-padded: the reference pads
-on the right (§3(f) item 6), which makes a short question's first answer token come from a pad
-position; left padding gives every question the same answer it gets alone.
+there), no sampling; VQA/GQA prompt ``</s>question?</a>`` and the answer is the text generated after
+it; captions start from ``</s>`` alone. ``kv_cache`` (default) decodes with transformers' KV cache
+(``EPALM.generate``: the same tokens); ``kv_cache=False`` re-runs the whole prefix for every token,
+as the reference does. Prompts are left-padded: the reference code (https://github.com/mshukor/eP-ALM)
+pads on the right, which makes a short question's first answer token come from a pad position;
+left padding gives every question the same answer it gets alone.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 
 @torch.inference_mode()
-def decode(model, tok, ex: EpalmExamples, perception: Perception, batch_size: int, **gen_kwargs) -> list[str]:
+def decode(model, tok, ex: EpalmExamples, perception: Perception, batch_size: int, kv_cache: bool = True,
+           **gen_kwargs) -> list[str]:
     """Generated text of every example of ``ex`` (special tokens dropped, stripped)."""
     from tqdm.auto import tqdm
 
@@ -45,7 +48,7 @@ def decode(model, tok, ex: EpalmExamples, perception: Perception, batch_size: in
         rows = range(start, min(start + batch_size, len(ex)))
         ids, mask = left_pad([ex.prompts[i] for i in rows], tok.pad_token_id)
         inputs = {k: v.to(device) for k, v in perception.batch([ex.images[i] for i in rows]).items()}
-        out = model.generate(ids.to(device), mask.to(device), **inputs, do_sample=False,
+        out = model.generate(ids.to(device), mask.to(device), **inputs, use_cache=kv_cache, do_sample=False,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **gen_kwargs)
         preds.extend(s.strip() for s in tok.batch_decode(out, skip_special_tokens=True))
     return preds
@@ -53,11 +56,11 @@ def decode(model, tok, ex: EpalmExamples, perception: Perception, batch_size: in
 
 def evaluate_task(model, tok, data_dir: str | Path, task: str, perception: Perception, split: str = "test",
                   batch_size: int = 256, num_beams: int = 3, answer_max_len: int = 8, caption_max_len: int = 30,
-                  save_predictions: dict | None = None) -> dict[str, float]:
+                  kv_cache: bool = True, save_predictions: dict | None = None) -> dict[str, float]:
     """Metrics of one task (percent): ``vqa_accuracy``, ``gqa_accuracy`` or ``caption_*``."""
     ex = load_examples(data_dir, task, split, tok)
     max_new = caption_max_len if task == "caption" else answer_max_len
-    preds = decode(model, tok, ex, perception, max(1, batch_size // num_beams), num_beams=num_beams,
+    preds = decode(model, tok, ex, perception, max(1, batch_size // num_beams), kv_cache, num_beams=num_beams,
                    max_new_tokens=max_new, early_stopping=num_beams > 1)
     if task == "vqa":
         metrics = {"vqa_accuracy": vqa_accuracy(preds, ex.refs)}

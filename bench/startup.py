@@ -124,9 +124,13 @@ def import_time(pkg: Path, command: str) -> float:
 
 
 def breakdown(pkg: Path, command: str) -> dict:
-    """Cumulative import seconds of each heavy library in this chain (``-X importtime``), the
-    part of the total they hold together, and the rest (``other_s``: vltune and the standard
-    library). A library first imported by another heavy one is listed with ``inside``."""
+    """Import seconds of each heavy library in this chain (``-X importtime``), what they hold
+    together, and the rest (``other_s``: vltune and the standard library).
+
+    A library's seconds are the cumulative times of its modules imported from outside any heavy
+    library, summed (a lazy library such as transformers imports more of itself later). A library
+    only ever imported by another heavy one (numpy by torch) is listed with ``inside`` and the
+    seconds of its largest import, and is not added again to ``heavy_s``."""
     _, proc = python(pkg, ["-X", "importtime", "-c", import_script(command)])
     libraries, total, stack = {}, 0.0, []
     # -X importtime prints a module after the modules it imported: read backwards, each line's
@@ -140,10 +144,17 @@ def breakdown(pkg: Path, command: str) -> dict:
             stack.pop()
         if depth == 0:
             total += seconds
-        if name in HEAVY and name not in libraries:
+        top = name.split(".")[0]
+        if top in HEAVY:
             parent = next((n for _, n in reversed(stack) if n in HEAVY), None)
-            libraries[name] = {"s": seconds, "inside": parent}
-        stack.append((depth, name))
+            row = libraries.setdefault(top, {"s": 0.0, "inside": parent})
+            if parent is None:
+                if row["inside"] is not None:  # imported on its own after all
+                    row.update(s=0.0, inside=None)
+                row["s"] += seconds
+            elif row["inside"] is not None:
+                row["s"] = max(row["s"], seconds)
+        stack.append((depth, top))
     heavy = sum(v["s"] for v in libraries.values() if v["inside"] is None)
     return {"total_s": total, "libraries": libraries, "heavy_s": heavy, "other_s": total - heavy}
 

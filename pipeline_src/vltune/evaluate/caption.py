@@ -46,8 +46,26 @@ _JAVA_HELP = (
 )
 
 
+_JAVA_OK: set[str] = set()  # the `java` executables this process has already seen pass the check
+
+
 def require_java() -> None:
-    """Raise RuntimeError unless a working ``java`` (version >= 8) is on PATH."""
+    """Raise RuntimeError unless a working ``java`` (version >= 8) is on PATH.
+
+    Every call runs ``java -version``; the scorers below use :func:`_java_checked`, which runs it
+    only for a ``java`` this process has not yet checked."""
+    _JAVA_OK.add(_check_java())
+
+
+def _java_checked() -> None:
+    """:func:`require_java`, once per ``java`` executable and process: a job that checked Java at
+    its start does not start a JVM again for the check before each tokenizer call."""
+    java = shutil.which("java")
+    if java is None or java not in _JAVA_OK:
+        require_java()
+
+
+def _check_java() -> str:
     java = shutil.which("java")
     if java is None:
         raise RuntimeError(f"`java` was not found on PATH. {_JAVA_HELP}")
@@ -70,6 +88,7 @@ def require_java() -> None:
             major = int(m.group(2))
         if major < 8:
             raise RuntimeError(f"found Java {major} at {java}. {_JAVA_HELP}")
+    return java
 
 
 def _clean(text: str) -> str:
@@ -83,7 +102,7 @@ def ptb_tokenize(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashable, l
     """Tokenize ``{key: [caption, ...]}`` with pycocoevalcap's PTBTokenizer in one Java call."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    require_java()
+    _java_checked()
     data = {k: [{"caption": _clean(c)} for c in caps] for k, caps in captions.items()}
     try:
         out = PTBTokenizer().tokenize(data)
@@ -223,6 +242,19 @@ def _validate(preds: Mapping, refs: Mapping) -> None:
                 )
 
 
+def _tokenize_both(
+    preds: Mapping[Hashable, str], refs: Mapping[Hashable, Sequence[str]]
+) -> tuple[dict, dict]:
+    """(references, predictions) tokenized as COCOEvalCap does, in one tokenizer call for both
+    sides: tokenization is per line, so this equals tokenizing them separately, minus one Java
+    start-up. Keys are the ids of ``refs``, in its order."""
+    ids = list(refs)
+    tok = ptb_tokenize(
+        {**{("ref", k): refs[k] for k in ids}, **{("pred", k): [preds[k]] for k in ids}}
+    )
+    return {k: tok[("ref", k)] for k in ids}, {k: tok[("pred", k)] for k in ids}
+
+
 def caption_metrics(
     preds: Mapping[Hashable, str], refs: Mapping[Hashable, Sequence[str]]
 ) -> dict[str, float]:
@@ -237,16 +269,8 @@ def caption_metrics(
     from pycocoevalcap.rouge.rouge import Rouge
 
     _validate(preds, refs)
-    require_java()
-    ids = list(refs)
-    # One tokenizer call for both sides (tokenization is per line, so this equals tokenizing
-    # them separately as COCOEvalCap does, minus one Java start-up).
-    tok = ptb_tokenize(
-        {**{("ref", k): refs[k] for k in ids}, **{("pred", k): [preds[k]] for k in ids}}
-    )
-    gts = {k: tok[("ref", k)] for k in ids}
-    res = {k: tok[("pred", k)] for k in ids}
-
+    _java_checked()
+    gts, res = _tokenize_both(preds, refs)
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     meteor, _ = _METEOR.score(gts, res)
     rouge, _ = Rouge().compute_score(gts, res)

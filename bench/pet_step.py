@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
     from vltune.utils.io import write_json
 
     args = parse_args(argv)
-    # Denormal AdamW state made CPU steps 10-20x slower in the prototype (DESIGN.md); the CLI sets it too.
+    # Denormal AdamW state makes CPU steps many times slower; the CLI flushes it too.
     torch.set_flush_denormal(True)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -56,7 +56,7 @@ def setup_runtime(threads: int | None) -> None:
     import torch
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # Denormal optimiser state made CPU steps 10–20× slower in the prototype (DESIGN.md).
+    # Denormal optimiser state (tiny AdamW moments) makes CPU steps many times slower; flush it to zero.
     torch.set_flush_denormal(True)
     if threads:
         torch.set_num_threads(threads)

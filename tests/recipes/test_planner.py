@@ -26,7 +26,7 @@ def test_planner_reproduces_vlpet_bart_base_counts(method, trainable, pct):
 
 @pytest.mark.parametrize("method, pct", [("bitfit", 1.21), ("prompt", 2.00), ("lora", 5.93), ("adapter", 4.18)])
 def test_planner_reproduces_baseline_shares_of_vlpet_table(method, pct):
-    """The baselines' default configs give the params % of VL-PET's BART-base table (§1(e))."""
+    """The baselines' default configs give the params % of VL-PET's BART-base table (arXiv 2308.09804, Table 1)."""
     assert round(plan_parameters("bart-base", method)["trainable_pct"], 2) == pct
 
 
@@ -82,8 +82,8 @@ def test_planner_epalm_pt_l_trains_six_hundredths_of_a_percent(capsys):
     assert round(plan["trainable_pct"], 2) == 0.06
 
 
-def test_planner_epalm_default_configs_match_the_spec():
-    """§3(c): OPT-2.7B + ViT-B, 6 connectors + MLP prompt ≈ 24.95M ≈ 0.9 %; OPT-350m's connectors
+def test_planner_epalm_default_configs_match_the_paper():
+    """eP-ALM (arXiv 2303.11403): OPT-2.7B + ViT-B, 6 connectors + MLP prompt ≈ 24.95M ≈ 0.9 %; OPT-350m's connectors
     map to its hidden 1024 (not the 512-wide word embedding)."""
     plan = plan_parameters("opt-2.7b+vit-b16", "epalm-prompt")
     assert plan["trainable"] == 6 * (768 * 2560 + 2560) + 10 * 2560 + 2 * (2560 * 2560 + 2560)

@@ -13,7 +13,7 @@ Differences from the reference, on purpose: a fresh validation batch is drawn at
 same batch every time, as DAS, arXiv 2309.01479, has it); the reward forward runs in eval mode (no dropout),
 so the reward is a function of the skip set alone; when fewer distinct sets exist than
 ``sets_per_reward`` (e.g. 2 blocks, k = 1) all of them are scored instead of looping forever;
-``turn`` counts optimiser steps, not micro-batches (§2(f) item 3).
+``turn`` counts optimiser steps, not micro-batches.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ def test_planner_reproduces_vlpet_bart_base_counts(method, trainable, pct):
 
 @pytest.mark.parametrize("method, pct", [("bitfit", 1.21), ("prompt", 2.00), ("lora", 5.93), ("adapter", 4.18)])
 def test_planner_reproduces_baseline_shares_of_vlpet_table(method, pct):
-    """The baselines' default configs give the params % of VL-PET's BART-base table (arXiv 2308.09804, Table 1)."""
+    """The baselines' default configs give the params % of VL-PET's BART-base results (arXiv 2308.09804)."""
     assert round(plan_parameters("bart-base", method)["trainable_pct"], 2) == pct
 
 

@@ -65,7 +65,7 @@ def shape_configs(name: str, args) -> tuple[dict, dict, dict]:
     """(OPTConfig kwargs, epalm-prompt config, encoder dims) of one shape."""
     import yaml
 
-    from vltune.pet.planner import OPT_PRESETS
+    from vltune.recipes.planner import OPT_PRESETS
 
     override = json.loads(args.lm_override)
     if name == "opt-350m":

@@ -8,15 +8,13 @@ import sys
 
 import pytest
 
-from vltune.merge import get_method, method_names
+from vltune.merge import method_names
 from vltune.merge.base import register
-from vltune.merge_methods import MERGE_METHODS, based_merges, gram_merges
+from vltune.merge_methods import MERGE_METHODS
 
 
 def test_every_planned_merge_has_a_registered_function_and_no_other_is_registered():
     assert sorted(MERGE_METHODS) == sorted(method_names())
-    assert set(based_merges()) == {n for n in method_names() if get_method(n).base == "required"}
-    assert set(gram_merges()) == {n for n in method_names() if get_method(n).uses_grams}
 
 
 def test_a_merge_the_planning_table_does_not_name_cannot_be_registered():
